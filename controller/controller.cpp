@@ -1,0 +1,793 @@
+#include "controller/controller.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "controller/spec_codec.h"
+#include "controller/state_machine.h"
+
+namespace mvm::controller {
+namespace {
+
+using S = InstanceState;
+
+constexpr const char* kPoolPrefix = "p/";
+constexpr const char* kInstancePrefix = "i/";
+
+// "Started", "Paused"…: the event reason for a completed action.
+std::string DoneReason(Action action) {
+  switch (action) {
+    case Action::kPrepare:
+      return "Prepared";
+    case Action::kStart:
+      return "Started";
+    case Action::kPause:
+      return "Paused";
+    case Action::kResume:
+      return "Resumed";
+    case Action::kSleep:
+      return "Slept";
+    case Action::kWake:
+      return "Woken";
+    case Action::kStop:
+      return "Stopped";
+    case Action::kRebuild:
+      return "Rebuilt";
+    case Action::kDestroy:
+      return "Destroyed";
+  }
+  return "Done";
+}
+
+Condition MakeCondition(const std::string& type, bool status, const std::string& reason,
+                        const std::string& message, uint64_t generation,
+                        const std::vector<Condition>& previous, int64_t now) {
+  Condition c{type, status, reason, message, generation, now};
+  for (const auto& p : previous) {
+    if (p.type == type && p.status == status) c.lastTransitionMs = p.lastTransitionMs;
+  }
+  return c;
+}
+
+}  // namespace
+
+std::string Controller::TemplateHash(const manifests::Object& pool) {
+  if (!pool.pool()) return pool.specHash;
+  std::lock_guard lock(template_mu_);
+  auto it = template_hashes_.find(pool.specHash);
+  if (it != template_hashes_.end()) return it->second;
+  Json::Value spec = PoolSpecToJson(*pool.pool());
+  spec.removeMember("replicas");
+  spec.removeMember("policy");
+  std::string hash = manifests::CanonicalHash(spec);
+  if (template_hashes_.size() > 100000) template_hashes_.clear();
+  template_hashes_.emplace(pool.specHash, hash);
+  return hash;
+}
+
+Controller::Controller(Options options, Store& store, Vmm& vmm)
+    : options_(std::move(options)), store_(store), vmm_(vmm), queue_(options_.queue) {
+  if (!options_.nowMs) options_.nowMs = [] { return NowMs(); };
+  if (options_.workers < 1) options_.workers = 1;
+}
+
+Controller::~Controller() {
+  Stop();
+}
+
+std::string Controller::PoolQueueKey(const std::string& tenant, const std::string& pool) {
+  return kPoolPrefix + tenant + "/" + pool;
+}
+
+std::string Controller::InstanceQueueKey(const InstanceKey& key) {
+  return kInstancePrefix + key.tenant + "/" + key.name;
+}
+
+std::filesystem::path Controller::InstanceDir(const std::string& tenant, const std::string& pool,
+                                              const std::string& name) const {
+  return options_.instancesDir / tenant / "pools" / pool / "instances" / name;
+}
+
+std::mutex& Controller::StripeFor(const InstanceKey& key) {
+  size_t h = std::hash<std::string>{}(key.tenant) * 31 + std::hash<std::string>{}(key.name);
+  return stripes_[h % stripes_.size()];
+}
+
+std::mutex& Controller::TenantLock(const std::string& tenant) {
+  std::lock_guard lock(tenants_mu_);
+  auto& slot = tenant_locks_[tenant];
+  if (!slot) slot = std::make_unique<std::mutex>();
+  return *slot;
+}
+
+void Controller::Changed() {
+  {
+    std::lock_guard lock(change_mu_);
+    change_seq_.fetch_add(1, std::memory_order_relaxed);
+  }
+  change_cv_.notify_all();
+}
+
+void Controller::Emit(const std::string& kind, const std::string& key, EventType type,
+                      const std::string& reason, const std::string& message) {
+  int64_t now = Now();
+  store_.RecordEvent({kind, key, type, reason, message, "mvmd", now, now, 1});
+}
+
+void Controller::Audit(const std::string& tenant, const std::string& action,
+                       const std::string& object, const std::string& detail) {
+  if (Status s = store_.Audit(tenant, "mvmd", action, object, detail); !s.ok()) {
+    spdlog::error("audit log of tenant {}: {} ({} {})", tenant, s.error().message, action, object);
+  }
+}
+
+void Controller::AccountUsage(const Instance* before, const Instance* after) {
+  TenantUsage was, is;
+  if (before && before->spec) was = Footprint(*before->spec, before->state, before->target);
+  if (after && after->spec) is = Footprint(*after->spec, after->state, after->target);
+  const std::string& tenant = before ? before->key.tenant : after->key.tenant;
+  bool released = is.vcpus < was.vcpus || is.memoryMiB < was.memoryMiB ||
+                  is.diskMiB < was.diskMiB || is.running < was.running || is.warm < was.warm ||
+                  is.sleeping < was.sleeping;
+  std::set<std::string> wake;
+  {
+    std::unique_lock lock(mu_);
+    usage_[tenant] -= was;
+    usage_[tenant] += is;
+    // Quota freed: the tenant's pools that the quota held back plan again.
+    if (released) {
+      ++usage_releases_[tenant];
+      wake.swap(quota_blocked_[tenant]);
+    }
+  }
+  for (const auto& pool : wake) queue_.Add(PoolQueueKey(tenant, pool));
+}
+
+Status Controller::Update(const InstanceKey& key, const std::function<void(Instance&)>& change) {
+  std::lock_guard stripe(StripeFor(key));
+  std::optional<Instance> current = store_.GetInstance(key);
+  if (!current) return Error{"instance " + key.ToString() + " no longer exists"};
+  Instance next = *current;
+  change(next);
+  next.updatedAtMs = Now();
+  if (Status s = store_.PutInstance(next); !s.ok()) return s;
+  AccountUsage(&*current, &next);
+  Changed();
+  return {};
+}
+
+Status Controller::Insert(const Instance& instance) {
+  std::lock_guard stripe(StripeFor(instance.key));
+  if (Status s = store_.PutInstance(instance); !s.ok()) return s;
+  AccountUsage(nullptr, &instance);
+  Changed();
+  return {};
+}
+
+Status Controller::Remove(const Instance& instance) {
+  std::lock_guard stripe(StripeFor(instance.key));
+  std::optional<Instance> current = store_.GetInstance(instance.key);
+  if (!current) return {};
+  if (Status s = store_.ReleaseAll(instance.key); !s.ok()) return s;
+  if (Status s = store_.DeleteInstance(instance.key); !s.ok()) return s;
+  AccountUsage(&*current, nullptr);
+  Changed();
+  return {};
+}
+
+Status Controller::Start() {
+  if (started_) return {};
+  // Usage of everything recorded, then adoption, before any worker runs.
+  std::vector<Instance> recorded = store_.ListInstances();
+  for (const auto& i : recorded) AccountUsage(nullptr, &i);
+  for (auto& i : recorded) Adopt(std::move(i));
+  started_ = true;
+  for (int w = 0; w < options_.workers; ++w) threads_.emplace_back([this] { Worker(); });
+  threads_.emplace_back([this] { Timers(); });
+  for (const auto& i : store_.ListInstances()) queue_.Add(InstanceQueueKey(i.key));
+  Resync();
+  spdlog::info("controller started: {} instances recorded, {} workers", recorded.size(),
+               options_.workers);
+  return {};
+}
+
+void Controller::Adopt(Instance instance) {
+  VmmTarget target{instance.key, instance.pool, instance.spec.get(),
+                   InstanceDir(instance.key.tenant, instance.pool, instance.key.name),
+                   instance.handle};
+  const std::string key = instance.key.ToString();
+  bool expects_process =
+      HasProcess(instance.state) || (instance.pending && (*instance.pending == Action::kStart ||
+                                                          *instance.pending == Action::kWake));
+  if (!expects_process && instance.state != S::kSleeping && !instance.pending) return;
+  if (!instance.spec) return;
+  ProbeResult probe = vmm_.Probe(target);
+  std::optional<Action> pending = instance.pending;
+  S recorded = instance.state;
+  S actual = recorded;
+  if (probe.alive) {
+    actual = probe.observed.value_or(HasProcess(recorded) ? recorded : S::kRunning);
+  } else if (pending == Action::kSleep && probe.snapshot) {
+    actual = S::kSleeping;
+  } else if (HasProcess(recorded) || (recorded == S::kSleeping && !probe.snapshot)) {
+    actual = S::kStopped;
+  }
+  Status s = Update(instance.key, [&](Instance& i) {
+    i.state = actual;
+    i.pending.reset();
+    if (actual != recorded) i.stateSinceMs = Now();
+    if (!HasProcess(actual)) i.handle = {};
+  });
+  if (!s.ok()) {
+    spdlog::error("adopting {}: {}", key, s.error().message);
+    return;
+  }
+  if (probe.alive) {
+    spdlog::info("adopted {}: VMM pid {} is {}", key, instance.handle.pid, StateName(actual));
+    Emit("Instance", key, EventType::kNormal, "Adopted",
+         "VMM pid " + std::to_string(instance.handle.pid) + " found " +
+             std::string(StateName(actual)) + " after restart");
+  } else if (actual != recorded || pending) {
+    std::string why =
+        pending ? "action " + std::string(ActionName(*pending)) + " was interrupted by a restart"
+                : "VMM is gone (" + probe.detail + ")";
+    spdlog::warn("recovered {}: {}; now {}", key, why, StateName(actual));
+    Emit("Instance", key, EventType::kWarning, "Recovered",
+         why + "; recorded as " + std::string(StateName(actual)));
+  }
+}
+
+void Controller::Stop() {
+  {
+    std::lock_guard lock(timer_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  timer_cv_.notify_all();
+  queue_.ShutDown();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  Changed();
+}
+
+void Controller::Worker() {
+  while (auto key = queue_.Get()) {
+    Status s = Reconcile(*key);
+    if (s.ok()) {
+      queue_.Forget(*key);
+    } else {
+      spdlog::debug("reconcile {}: {}", *key, s.error().message);
+      queue_.AddRateLimited(*key);
+    }
+    queue_.Done(*key);
+  }
+}
+
+void Controller::Timers() {
+  auto now = std::chrono::steady_clock::now();
+  auto next_resync = now + options_.resyncPeriod;
+  auto next_probe = now + options_.probePeriod;
+  std::unique_lock lock(timer_mu_);
+  while (!stopping_) {
+    timer_cv_.wait_until(lock, std::min(next_resync, next_probe));
+    if (stopping_) break;
+    now = std::chrono::steady_clock::now();
+    if (now >= next_resync) {
+      lock.unlock();
+      Resync();
+      lock.lock();
+      next_resync = now + options_.resyncPeriod;
+    }
+    if (now >= next_probe) {
+      lock.unlock();
+      for (const auto& i : store_.ListInstances()) {
+        if (HasProcess(i.state)) queue_.Add(InstanceQueueKey(i.key));
+      }
+      lock.lock();
+      next_probe = now + options_.probePeriod;
+    }
+  }
+}
+
+void Controller::Resync() {
+  std::set<PoolId> pools;
+  {
+    std::shared_lock lock(mu_);
+    if (desired_) {
+      for (const auto& p : desired_->Pools()) pools.insert({p->key.tenant, p->key.name});
+    }
+    for (const auto& [id, status] : pool_status_) pools.insert(id);
+  }
+  for (const auto& i : store_.ListInstances()) pools.insert({i.key.tenant, i.pool});
+  for (const auto& [tenant, pool] : pools) queue_.Add(PoolQueueKey(tenant, pool));
+}
+
+void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desired) {
+  std::shared_ptr<const manifests::DesiredState> before;
+  std::shared_ptr<const manifests::DesiredState> effective = desired;
+  {
+    std::unique_lock lock(mu_);
+    before = desired_;
+    raw_desired_ = desired;
+    std::set<PoolId> removed;
+    size_t previous_pools = 0;
+    if (before) {
+      for (const auto& p : before->Pools()) {
+        ++previous_pools;
+        if (!desired->Find(p->key)) removed.insert({p->key.tenant, p->key.name});
+      }
+    }
+    bool mass = !removed.empty() && removed.size() >= options_.massDeletionMinPools &&
+                static_cast<double>(removed.size()) >=
+                    options_.massDeletionFraction * static_cast<double>(previous_pools);
+    if (mass && !prune_confirmed_) {
+      auto held = std::make_shared<manifests::DesiredState>(*desired);
+      for (const auto& [tenant, pool] : removed) {
+        for (const auto& key : {manifests::ObjectKey::PoolKey(tenant, pool),
+                                manifests::ObjectKey::TenantKey(tenant)}) {
+          if (!held->objects.count(key)) held->objects[key] = before->objects.at(key);
+        }
+      }
+      held_back_ = removed;
+      spdlog::warn("holding back the removal of {} of {} pools: confirm with SIGUSR1",
+                   removed.size(), previous_pools);
+      effective = held;
+    } else {
+      held_back_.clear();
+      prune_confirmed_ = false;  // a confirmation covers one removal
+    }
+    desired_ = effective;
+  }
+  Changed();
+  static const manifests::DesiredState kEmpty;
+  manifests::Diff diff = manifests::ComputeDiff(before ? *before : kEmpty, *effective);
+  std::set<std::string> tenants;
+  for (const auto* list : {&diff.added, &diff.changed, &diff.removed}) {
+    for (const auto& key : *list) {
+      if (key.kind == manifests::Kind::kPool) {
+        queue_.Add(PoolQueueKey(key.tenant, key.name));
+      } else {
+        tenants.insert(key.name);
+      }
+    }
+  }
+  // A tenant's quota changed: every pool of it may now move.
+  for (const auto& tenant : tenants) {
+    for (const auto& p : effective->PoolsOf(tenant)) queue_.Add(PoolQueueKey(tenant, p->key.name));
+  }
+}
+
+void Controller::ConfirmPrune() {
+  std::shared_ptr<const manifests::DesiredState> raw;
+  {
+    std::unique_lock lock(mu_);
+    if (held_back_.empty()) return;
+    prune_confirmed_ = true;
+    raw = raw_desired_;
+  }
+  spdlog::warn("mass removal confirmed: pruning");
+  if (raw) SetDesired(raw);
+}
+
+Status Controller::Reconcile(const std::string& key) {
+  std::string_view rest(key);
+  bool pool = rest.substr(0, 2) == kPoolPrefix;
+  rest.remove_prefix(2);
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return Error{"malformed key " + key};
+  std::string tenant(rest.substr(0, slash));
+  std::string name(rest.substr(slash + 1));
+  return pool ? ReconcilePool(tenant, name) : ReconcileInstance({tenant, name});
+}
+
+Status Controller::ReconcilePool(const std::string& tenant, const std::string& pool) {
+  std::lock_guard tenant_lock(TenantLock(tenant));
+  std::shared_ptr<const manifests::DesiredState> desired = Desired();
+  // Until the first snapshot arrives nothing is decided: an unknown pool is not a removed one.
+  if (!desired) return {};
+  const manifests::Object* object = desired->Find(manifests::ObjectKey::PoolKey(tenant, pool));
+  const manifests::Object* tenant_object = desired->Find(manifests::ObjectKey::TenantKey(tenant));
+
+  std::vector<Instance> instances = store_.ListPool(tenant, pool);
+  PlanInput in;
+  in.tenant = tenant;
+  in.pool = pool;
+  in.object = object;
+  if (object) in.templateHash = TemplateHash(*object);
+  in.prune = options_.prune;
+  in.quota = tenant_object && tenant_object->tenant() ? &tenant_object->tenant()->quota : nullptr;
+  in.nowMs = Now();
+  uint64_t releases = 0;
+  {
+    std::shared_lock lock(mu_);
+    auto it = usage_.find(tenant);
+    if (it != usage_.end()) in.others = it->second;
+    auto r = usage_releases_.find(tenant);
+    if (r != usage_releases_.end()) releases = r->second;
+  }
+  for (const auto& i : instances) {
+    in.instances.push_back(&i);
+    if (i.spec) in.others -= Footprint(*i.spec, i.state, i.target);
+  }
+  Plan plan = PlanPool(in);
+  if (!plan.quotaMessage.empty()) {
+    // Held back by the quota: wait for the tenant to free some (AccountUsage wakes the pool),
+    // or plan again at once if it already did since the usage was read.
+    bool again = false;
+    {
+      std::unique_lock lock(mu_);
+      again = usage_releases_[tenant] != releases;
+      if (!again) quota_blocked_[tenant].insert(pool);
+    }
+    if (again) queue_.Add(PoolQueueKey(tenant, pool));
+  }
+
+  Status result;
+  for (const auto& [key, target] : plan.retarget) {
+    S new_target = target;
+    Status s = Update(key, [&](Instance& i) { i.target = new_target; });
+    if (!s.ok()) {
+      result = s;
+      continue;
+    }
+    if (new_target == S::kDestroyed && !object) {
+      Audit(tenant, "instance.prune", key.ToString(), "pool " + pool + " left the manifests");
+    }
+    queue_.Add(InstanceQueueKey(key));
+  }
+  if (object) {
+    auto spec = std::make_shared<const manifests::PoolSpec>(*object->pool());
+    for (S target : plan.create) {
+      Instance i;
+      i.key = {tenant, store_.NewInstanceName(tenant, pool)};
+      i.pool = pool;
+      i.state = S::kCreated;
+      i.target = target;
+      i.specHash = in.templateHash;
+      i.generation = object->generation;
+      i.spec = spec;
+      i.createdAtMs = i.stateSinceMs = i.updatedAtMs = Now();
+      if (Status s = Insert(i); !s.ok()) {
+        result = s;
+        break;
+      }
+      Audit(tenant, "instance.create", i.key.ToString(),
+            "pool " + pool + " generation " + std::to_string(object->generation) + " target " +
+                std::string(StateName(target)));
+      Emit("Instance", i.key.ToString(), EventType::kNormal, "Created",
+           "created for pool " + pool + ", target " + std::string(StateName(target)));
+      queue_.Add(InstanceQueueKey(i.key));
+    }
+  }
+  if (plan.requeueAfterMs > 0) {
+    queue_.AddAfter(PoolQueueKey(tenant, pool), std::chrono::milliseconds(plan.requeueAfterMs));
+  }
+  UpdatePoolStatus(tenant, pool, object, plan);
+  return result;
+}
+
+void Controller::UpdatePoolStatus(const std::string& tenant, const std::string& pool,
+                                  const manifests::Object* object, const Plan& plan) {
+  const std::string template_hash = object ? TemplateHash(*object) : "";
+  PoolStatus status;
+  status.tenant = tenant;
+  status.name = pool;
+  status.desired = plan.desired;
+  int failed = 0, progressing = 0, instances = 0;
+  std::string failure;
+  store_.ForEachInPool(tenant, pool, [&](const Instance& i) {
+    ++instances;
+    if (i.state == S::kRunning) ++status.current.running;
+    if (i.state == S::kWarm) ++status.current.warm;
+    if (i.state == S::kSleeping) ++status.current.sleeping;
+    bool current_spec = object && i.specHash == template_hash;
+    if (i.failed) {
+      ++failed;
+      if (failure.empty()) failure = i.key.name + ": " + i.lastError;
+    } else if (!Satisfies(i.state, i.target)) {
+      ++progressing;
+    } else if (current_spec && i.target != S::kDestroyed) {
+      ++status.ready;
+    }
+  });
+  status.instances = instances;
+  int64_t now = Now();
+  std::unique_lock lock(mu_);
+  auto it = pool_status_.find({tenant, pool});
+  std::vector<Condition> previous =
+      it != pool_status_.end() ? it->second.conditions : std::vector<Condition>{};
+  status.firstSeenMs = it != pool_status_.end() ? it->second.firstSeenMs : now;
+  if (!object && instances == 0) {
+    if (it != pool_status_.end()) pool_status_.erase(it);
+    lock.unlock();
+    Changed();
+    return;
+  }
+  uint64_t generation = object ? object->generation : 0;
+  status.generation = generation;
+  status.observedGeneration = generation;
+  status.specHash = template_hash;
+  status.pruning = !object;
+  int want = plan.desired.running + plan.desired.warm + plan.desired.sleeping;
+  bool ready = object && status.ready == want && status.current == plan.desired && !plan.rolling &&
+               progressing == 0 && failed == 0 && plan.create.empty();
+  status.conditions.push_back(
+      MakeCondition("Ready", ready, ready ? "AllInstancesReady" : "NotReady",
+                    std::to_string(status.ready) + "/" + std::to_string(want) + " instances ready",
+                    generation, previous, now));
+  bool moving = progressing > 0 || plan.rolling || !plan.create.empty() || !plan.retarget.empty();
+  status.conditions.push_back(MakeCondition(
+      "Progressing", moving, plan.rolling ? "RollingUpdate" : (moving ? "Reconciling" : "Stable"),
+      std::to_string(progressing) + " instances changing state" +
+          (plan.rolling ? "; rolling to spec " + status.specHash : ""),
+      generation, previous, now));
+  status.conditions.push_back(MakeCondition(
+      "Degraded", failed > 0, failed > 0 ? "InstanceFailed" : "NoFailures",
+      failed > 0 ? std::to_string(failed) + " failed; " + failure : "", generation, previous, now));
+  bool quota = !plan.quotaMessage.empty();
+  status.conditions.push_back(MakeCondition("QuotaExceeded", quota,
+                                            quota ? "QuotaExceeded" : "WithinQuota",
+                                            plan.quotaMessage, generation, previous, now));
+  bool quota_changed =
+      quota &&
+      (previous.empty() || std::none_of(previous.begin(), previous.end(), [](const Condition& c) {
+         return c.type == "QuotaExceeded" && c.status;
+       }));
+  pool_status_[{tenant, pool}] = std::move(status);
+  lock.unlock();
+  if (quota_changed) {
+    Emit("Pool", tenant + "/" + pool, EventType::kWarning, "QuotaExceeded", plan.quotaMessage);
+  }
+  Changed();
+}
+
+Status Controller::ReconcileInstance(const InstanceKey& key) {
+  std::optional<Instance> found = store_.GetInstance(key);
+  if (!found) return {};
+  const Instance& inst = *found;
+  const std::string name = key.ToString();
+  VmmTarget target{key, inst.pool, inst.spec.get(), InstanceDir(key.tenant, inst.pool, key.name),
+                   inst.handle};
+  if (!inst.spec) return Error{"instance " + name + " has no spec"};
+
+  std::optional<Action> action = NextAction(inst.state, inst.target);
+  if (!action) {
+    // At target: check the VMM is really there (drift: a killed VMM is noticed here).
+    if (HasProcess(inst.state)) {
+      ProbeResult probe = vmm_.Probe(target);
+      if (!probe.alive) {
+        Status s = Update(key, [&](Instance& i) {
+          i.state = S::kStopped;
+          i.stateSinceMs = Now();
+          i.handle = {};
+        });
+        Emit("Instance", name, EventType::kWarning, "VmmLost",
+             "VMM is gone (" + probe.detail + "); restarting towards " +
+                 std::string(StateName(inst.target)));
+        Audit(key.tenant, "instance.lost", name, probe.detail);
+        queue_.Add(InstanceQueueKey(key));
+        queue_.Add(PoolQueueKey(key.tenant, inst.pool));
+        return s;
+      }
+    }
+    return {};
+  }
+  auto next = Transition(inst.state, *action);
+  if (!next) {
+    return Error{"invalid transition " + std::string(StateName(inst.state)) + " --" +
+                 std::string(ActionName(*action)) + "-->"};
+  }
+
+  // Intent first: after a crash, Adopt() resolves what happened from this record.
+  Action act = *action;
+  if (Status s = Update(key, [&](Instance& i) { i.pending = act; }); !s.ok()) return s;
+
+  Status outcome;
+  VmmHandle handle = inst.handle;
+  switch (act) {
+    case Action::kPrepare:
+    case Action::kRebuild:
+      outcome = vmm_.Prepare(target);
+      break;
+    case Action::kStart: {
+      auto r = vmm_.Start(target);
+      if (r.ok())
+        handle = *r;
+      else
+        outcome = r.error();
+      break;
+    }
+    case Action::kPause:
+      outcome = vmm_.Pause(target);
+      break;
+    case Action::kResume:
+      outcome = vmm_.Resume(target);
+      break;
+    case Action::kSleep:
+      outcome = vmm_.Sleep(target);
+      if (outcome.ok()) handle = {};
+      break;
+    case Action::kWake: {
+      auto r = vmm_.Wake(target);
+      if (r.ok())
+        handle = *r;
+      else
+        outcome = r.error();
+      break;
+    }
+    case Action::kStop:
+      outcome = vmm_.Stop(target);
+      if (outcome.ok()) handle = {};
+      break;
+    case Action::kDestroy:
+      outcome = vmm_.Destroy(target);
+      break;
+  }
+
+  if (!outcome.ok()) {
+    const std::string message =
+        std::string(ActionName(act)) + " failed: " + outcome.error().message;
+    // A VMM that vanished under an instance moving between process states (pause, resume,
+    // sleep) fails every retry the same way, and the drift check only runs at target: probe
+    // now, and record what is really left (as Adopt does after a restart).
+    std::optional<S> lost;
+    std::string lost_detail;
+    if (HasProcess(inst.state)) {
+      ProbeResult probe = vmm_.Probe(target);
+      if (!probe.alive) {
+        lost = act == Action::kSleep && probe.snapshot ? S::kSleeping : S::kStopped;
+        lost_detail = probe.detail;
+      }
+    }
+    bool now_failed = false;
+    Status recorded = Update(key, [&](Instance& i) {
+      i.pending.reset();
+      if (lost) {
+        i.state = *lost;
+        i.stateSinceMs = Now();
+        i.handle = {};
+      }
+      ++i.failures;
+      i.lastError = message;
+      now_failed = i.failures >= options_.failuresBeforeFailed;
+      i.failed = now_failed;
+    });
+    Emit("Instance", name, EventType::kWarning, now_failed ? "Failed" : "ActionFailed", message);
+    Audit(key.tenant, "instance." + std::string(ActionName(act)) + ".failed", name,
+          outcome.error().message);
+    if (lost) {
+      Emit("Instance", name, EventType::kWarning, "VmmLost",
+           "VMM is gone (" + lost_detail + "); recorded as " + std::string(StateName(*lost)) +
+               ", moving towards " + std::string(StateName(inst.target)));
+      Audit(key.tenant, "instance.lost", name, lost_detail);
+    }
+    queue_.Add(PoolQueueKey(key.tenant, inst.pool));
+    if (!recorded.ok()) return recorded;
+    return Error{message};
+  }
+
+  if (act == Action::kDestroy) {
+    if (Status s = Remove(inst); !s.ok()) return s;
+    Audit(key.tenant, "instance.destroy", name, "");
+    Emit("Instance", name, EventType::kNormal, "Destroyed", "all resources released");
+    queue_.Add(PoolQueueKey(key.tenant, inst.pool));
+    return {};
+  }
+  S reached = *next;
+  Status s = Update(key, [&](Instance& i) {
+    i.state = reached;
+    i.stateSinceMs = Now();
+    i.handle = handle;
+    i.pending.reset();
+    i.failures = 0;
+    i.failed = false;
+    i.lastError.clear();
+  });
+  if (!s.ok()) return s;
+  Audit(key.tenant, "instance." + std::string(ActionName(act)), name,
+        std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));
+  Emit("Instance", name, EventType::kNormal, DoneReason(act),
+       std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));
+  // Not there yet: take the next step. Either way the pool may decide something new.
+  if (!Satisfies(reached, inst.target)) queue_.Add(InstanceQueueKey(key));
+  queue_.Add(PoolQueueKey(key.tenant, inst.pool));
+  return {};
+}
+
+bool Controller::Converged() {
+  WorkQueueMetrics m = queue_.Metrics();
+  if (m.depth > 0 || m.in_flight > 0) return false;
+  for (const auto& i : store_.ListInstances()) {
+    if (!i.failed && !Satisfies(i.state, i.target)) return false;
+  }
+  std::shared_ptr<const manifests::DesiredState> desired = Desired();
+  if (!desired) return true;
+  std::shared_lock lock(mu_);
+  for (const auto& p : desired->Pools()) {
+    auto it = pool_status_.find({p->key.tenant, p->key.name});
+    if (it == pool_status_.end()) return false;
+    const PoolStatus& st = it->second;
+    if (st.observedGeneration != p->generation) return false;
+    for (const auto& c : st.conditions) {
+      if (c.type == "Progressing" && c.status) return false;
+    }
+  }
+  return true;
+}
+
+std::shared_ptr<const manifests::DesiredState> Controller::Desired() const {
+  std::shared_lock lock(mu_);
+  return desired_;
+}
+
+std::vector<TenantStatus> Controller::Tenants() const {
+  std::shared_ptr<const manifests::DesiredState> desired = Desired();
+  std::map<std::string, TenantStatus> out;
+  std::shared_lock lock(mu_);
+  if (desired) {
+    for (const auto& t : desired->Tenants()) out[t->key.name].name = t->key.name;
+  }
+  for (const auto& [tenant, usage] : usage_) {
+    out[tenant].name = tenant;
+    out[tenant].usage = usage;
+  }
+  for (const auto& [id, status] : pool_status_) {
+    auto& t = out[id.first];
+    t.name = id.first;
+    ++t.pools;
+    t.instances += status.instances;
+  }
+  std::vector<TenantStatus> list;
+  for (auto& [name, t] : out) list.push_back(std::move(t));
+  return list;
+}
+
+std::vector<PoolStatus> Controller::Pools() const {
+  std::shared_lock lock(mu_);
+  std::vector<PoolStatus> out;
+  out.reserve(pool_status_.size());
+  for (const auto& [id, status] : pool_status_) out.push_back(status);
+  return out;
+}
+
+std::vector<Instance> Controller::Instances() const {
+  return store_.ListInstances();
+}
+
+std::vector<Event> Controller::Events(const std::string& objectKind,
+                                      const std::string& objectKey) const {
+  return store_.Events(objectKind, objectKey);
+}
+
+std::vector<std::string> Controller::Warnings() const {
+  std::vector<std::string> out;
+  std::shared_lock lock(mu_);
+  if (raw_desired_) {
+    for (const auto& d : raw_desired_->diagnostics) out.push_back(d.ToString());
+  }
+  if (!held_back_.empty()) {
+    std::string pools;
+    for (const auto& [tenant, pool] : held_back_)
+      pools += (pools.empty() ? "" : ", ") + tenant + "/" + pool;
+    out.push_back("holding back the removal of " + std::to_string(held_back_.size()) + " pools (" +
+                  pools +
+                  "): most of the fleet vanished from the manifests at once; restore them, or "
+                  "confirm with SIGUSR1 to mvmd");
+  }
+  if (!options_.prune)
+    out.push_back("pruning is off: pools removed from the manifests keep running");
+  return out;
+}
+
+uint64_t Controller::ChangeSeq() const {
+  return change_seq_.load(std::memory_order_relaxed);
+}
+
+uint64_t Controller::WaitForChange(uint64_t after, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(change_mu_);
+  change_cv_.wait_for(lock, timeout, [&] { return change_seq_.load() > after; });
+  return change_seq_.load();
+}
+
+}  // namespace mvm::controller

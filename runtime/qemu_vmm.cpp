@@ -1,0 +1,789 @@
+#include "runtime/qemu_vmm.h"
+
+#include <json/reader.h>
+#include <json/writer.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <initializer_list>
+#include <optional>
+#include <thread>
+
+#include "runtime/files.h"
+#include "runtime/guest_ctl.h"
+#include "runtime/qmp_client.h"
+
+namespace mvm::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+using controller::InstanceState;
+using controller::ProbeResult;
+using controller::VmmHandle;
+using controller::VmmTarget;
+using std::chrono::milliseconds;
+
+constexpr size_t kMaxKernelCmdline = 2047;  // COMMAND_LINE_SIZE 2048 on x86, with the NUL
+constexpr size_t kSocketPathLimit = 107;    // sizeof(sockaddr_un::sun_path) - 1
+constexpr int kTailLines = 20;
+constexpr milliseconds kKillWait{10000};
+
+std::string Seconds(Clock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fs",
+                std::chrono::duration_cast<std::chrono::duration<double>>(d).count());
+  return buf;
+}
+
+int64_t Millis(Clock::duration d) {
+  return std::chrono::duration_cast<milliseconds>(d).count();
+}
+
+// 12 hex digits of FNV-1a 64 over the text: stable across processes, builds and restarts.
+std::string Hash12(const std::string& text) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return std::string(buf, 12);
+}
+
+// qemu option lists split on ',': a literal comma is written twice.
+std::string OptEscape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    out.push_back(c);
+    if (c == ',') out.push_back(',');
+  }
+  return out;
+}
+
+// One POSIX sh word: 'text' with every ' written as '\''.
+std::string ShellQuote(const std::string& word) {
+  std::string out = "'";
+  for (char c : word) {
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out.push_back(c);
+  }
+  return out + "'";
+}
+
+std::string Base64(const std::string& in) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8) |
+                 static_cast<uint8_t>(in[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) out.push_back(kAlphabet[(v >> s) & 63]);
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = static_cast<uint8_t>(in[i]) << 16;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(kAlphabet[(v >> 6) & 63]);
+    out.push_back('=');
+  }
+  return out;
+}
+
+uint64_t HostTscKhz() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("cpu MHz", 0) != 0) continue;
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    double mhz = std::strtod(line.c_str() + colon + 1, nullptr);
+    if (mhz > 0) return static_cast<uint64_t>(std::llround(mhz * 1000));
+  }
+  return 0;
+}
+
+std::string JsonLine(const Json::Value& value) {
+  Json::StreamWriterBuilder builder;
+  builder["indentation"] = "";
+  return Json::writeString(builder, value);
+}
+
+std::optional<Json::Value> ParseJson(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  Json::CharReaderBuilder builder;
+  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+  Json::Value value;
+  std::string errors;
+  if (!reader->parse(text.data(), text.data() + text.size(), &value, &errors)) return std::nullopt;
+  if (!value.isObject()) return std::nullopt;
+  return value;
+}
+
+void RemovePath(const fs::path& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+bool Exists(const fs::path& path) {
+  std::error_code ec;
+  return fs::exists(path, ec);
+}
+
+// What the driver knows of an instance's VMM process: qemu.json when present (the truth on this
+// host), else the handle the controller recorded.
+struct Record {
+  ProcessIdentity id;
+  fs::path sockets, qmp, ctl;
+  std::string bootId;
+};
+
+Record LoadRecord(const VmmTarget& target, const QemuVmm::Paths& paths) {
+  Record r;
+  r.sockets = paths.sockets;
+  r.qmp = paths.qmp;
+  r.ctl = paths.ctl;
+  std::optional<Json::Value> json;
+  if (Result<std::string> text = ReadSmallFile(paths.record); text.ok()) json = ParseJson(*text);
+  if (json) {
+    r.id = {(*json)["pid"].asInt64(), (*json)["startTime"].asUInt64()};
+  } else if (!target.handle.empty()) {
+    r.id = {target.handle.pid, target.handle.startTime};
+    json = ParseJson(target.handle.data);
+    if (!target.handle.socket.empty()) r.qmp = target.handle.socket;
+  }
+  if (json) {
+    if ((*json)["sockets"].isString()) r.sockets = (*json)["sockets"].asString();
+    if ((*json)["qmp"].isString()) r.qmp = (*json)["qmp"].asString();
+    if ((*json)["ctl"].isString()) r.ctl = (*json)["ctl"].asString();
+    r.bootId = (*json)["bootId"].asString();
+  }
+  return r;
+}
+
+// Removes a socket directory named in a record: only what the driver puts there, and only in a
+// directory with the driver's naming, so a damaged record can never widen the removal.
+void RemoveSocketDir(const fs::path& dir) {
+  const std::string name = dir.filename().string();
+  if (name.size() != 12 || name.find_first_not_of("0123456789abcdef") != std::string::npos) return;
+  std::error_code ec;
+  fs::remove(dir / "qmp.sock", ec);
+  fs::remove(dir / "ctl.sock", ec);
+  fs::remove(dir, ec);  // fails, harmlessly, if anything else is in it
+}
+
+// Ends whatever process the record names (SIGKILL, verified by start time) and removes the
+// record and the socket directories. Error only when the process survives SIGKILL.
+Status EndProcess(const Record& record, const QemuVmm::Paths& paths) {
+  if (IsAlive(record.id) && !KillAndWait(record.id, kKillWait)) {
+    return Error{"qemu pid " + std::to_string(record.id.pid) + " survived SIGKILL"};
+  }
+  RemoveSocketDir(record.sockets);
+  RemovePath(paths.sockets);
+  RemovePath(paths.record);
+  return {};
+}
+
+std::string Tails(const QemuVmm::Paths& paths) {
+  std::string out;
+  std::string qemu = TailLines(paths.qemuLog, 5);
+  if (!qemu.empty()) out += "\n--- qemu log (tail) ---\n" + qemu;
+  std::string console = TailLines(paths.console, kTailLines);
+  out += "\n--- console (last " + std::to_string(kTailLines) + " lines) ---\n" +
+         (console.empty() ? std::string("(empty)") : console);
+  return out;
+}
+
+// Kills the process and removes its sockets and record unless Commit() was called: every failure
+// path of Launch leaves nothing running.
+class LaunchGuard {
+ public:
+  LaunchGuard(const QemuVmm::Paths& paths, fs::path sockets)
+      : paths_(paths), sockets_(std::move(sockets)) {}
+  LaunchGuard(const LaunchGuard&) = delete;
+  LaunchGuard& operator=(const LaunchGuard&) = delete;
+  ~LaunchGuard() {
+    if (committed_) return;
+    if (!id_.empty()) KillAndWait(id_, kKillWait);
+    RemovePath(sockets_);
+    RemovePath(paths_.record);
+  }
+  void Track(ProcessIdentity id) { id_ = id; }
+  void Commit() { committed_ = true; }
+
+ private:
+  const QemuVmm::Paths& paths_;
+  fs::path sockets_;
+  ProcessIdentity id_;
+  bool committed_ = false;
+};
+
+Result<int64_t> EnvInt(const char* name, int64_t min, int64_t max) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return Error{std::string(name) + " is not set"};
+  char* end = nullptr;
+  errno = 0;
+  long long n = std::strtoll(v, &end, 10);
+  if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
+    return Error{std::string(name) + ": expected an integer in [" + std::to_string(min) + ", " +
+                 std::to_string(max) + "] (got \"" + v + "\")"};
+  }
+  return static_cast<int64_t>(n);
+}
+
+}  // namespace
+
+Result<QemuOptions> QemuOptionsFromEnv(QemuOptions o) {
+  auto set = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && *v != '\0';
+  };
+  if (set("MVM_QEMU_BINARY")) o.binary = std::getenv("MVM_QEMU_BINARY");
+  if (set("MVM_QEMU_ACCEL")) o.accel = std::getenv("MVM_QEMU_ACCEL");
+  if (set("MVM_QEMU_MACHINE")) o.machine = std::getenv("MVM_QEMU_MACHINE");
+  if (set("MVM_QEMU_RUNTIME_DIR")) o.runtimeDir = std::getenv("MVM_QEMU_RUNTIME_DIR");
+  if (set("MVM_QEMU_BOOT_TIMEOUT")) {
+    Result<int64_t> s = EnvInt("MVM_QEMU_BOOT_TIMEOUT", 1, 3600);
+    if (!s.ok()) return s.error();
+    o.bootTimeout = std::chrono::seconds(*s);
+  }
+  if (set("MVM_QEMU_TSC_KHZ")) {
+    Result<int64_t> k = EnvInt("MVM_QEMU_TSC_KHZ", 1, 100000000);
+    if (!k.ok()) return k.error();
+    o.tscKhz = static_cast<uint64_t>(*k);
+  }
+  return o;
+}
+
+Result<std::unique_ptr<QemuVmm>> QemuVmm::Create(QemuOptions options) {
+  Result<fs::path> binary = FindExecutable(options.binary);
+  if (!binary.ok()) return Error{"qemu runtime: " + binary.error().message};
+  options.binary = binary->string();
+  if (options.accel != "tcg" && options.accel != "kvm") {
+    return Error{"qemu runtime: accel must be tcg or kvm (got \"" + options.accel + "\")"};
+  }
+  if (options.runtimeDir.empty() || !options.runtimeDir.is_absolute()) {
+    return Error{"qemu runtime: the runtime directory must be an absolute path (got \"" +
+                 options.runtimeDir.string() + "\")"};
+  }
+  options.runtimeDir = options.runtimeDir.lexically_normal();
+  // <runtimeDir>/<12 hex>/qmp.sock must fit in sockaddr_un.
+  size_t longest = options.runtimeDir.string().size() + 1 + 12 + 1 + 8;
+  if (longest > kSocketPathLimit) {
+    return Error{"qemu runtime: runtime directory " + options.runtimeDir.string() +
+                 " is too long for Unix socket paths (" + std::to_string(longest) + " > " +
+                 std::to_string(kSocketPathLimit) + " bytes)"};
+  }
+  std::error_code ec;
+  fs::create_directories(options.runtimeDir, ec);
+  if (ec) {
+    return Error{"qemu runtime: cannot create " + options.runtimeDir.string() + ": " +
+                 ec.message()};
+  }
+  if (options.tscKhz == 0) options.tscKhz = HostTscKhz();
+  return std::unique_ptr<QemuVmm>(new QemuVmm(std::move(options)));
+}
+
+QemuVmm::Paths QemuVmm::PathsFor(const fs::path& instanceDir) const {
+  Paths p;
+  std::error_code ec;  // absolute() fails only without a working directory: keep the path as is
+  p.dir = fs::absolute(instanceDir, ec).lexically_normal();
+  if (ec) p.dir = instanceDir.lexically_normal();
+  p.runtime = p.dir / "runtime";
+  p.volumes = p.dir / "volumes";
+  p.snapshots = p.dir / "snapshots";
+  p.record = p.runtime / "qemu.json";
+  p.qemuLog = p.runtime / "qemu.log";
+  p.console = p.dir / "console.log";
+  p.disk = p.volumes / "rootfs.ext4";
+  p.snapshot = p.snapshots / "state.bin";
+  p.sockets = options_.runtimeDir / Hash12(p.dir.string());
+  p.qmp = p.sockets / "qmp.sock";
+  p.ctl = p.sockets / "ctl.sock";
+  return p;
+}
+
+Status QemuVmm::CheckSpec(const VmmTarget& target) const {
+  const std::string who = "instance " + target.key.ToString();
+  if (target.spec == nullptr) return Error{who + ": no pool spec"};
+  const manifests::PoolSpec& spec = *target.spec;
+  if (spec.runtime != manifests::Runtime::kQemu) {
+    return Error{"pool " + target.key.tenant + "/" + target.pool + " asks for runtime " +
+                 std::string(manifests::RuntimeName(spec.runtime)) +
+                 ", but this mvmd runs the qemu driver"};
+  }
+  auto need = [&](const std::string& what, const std::string& path) -> Status {
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) return Error{what + " " + path + " does not exist"};
+    return {};
+  };
+  if (Status s = need("kernel", spec.image.kernel); !s.ok()) return s;
+  if (spec.image.initrd) {
+    if (Status s = need("initrd", *spec.image.initrd); !s.ok()) return s;
+  }
+  Result<std::vector<std::string>> argv = CommandLine(target, false);
+  if (!argv.ok()) return argv.error();
+  return {};
+}
+
+Result<std::vector<std::string>> QemuVmm::CommandLine(const VmmTarget& target, bool restore) const {
+  if (target.spec == nullptr) return Error{"no pool spec"};
+  const manifests::PoolSpec& spec = *target.spec;
+  const Paths paths = PathsFor(target.dir);
+
+  // The initrd: the pool's, else initramfs.cpio.gz next to the kernel (the layout
+  // hack/build-guest-image.sh produces; the Debian cloud kernel needs it for virtio_blk).
+  std::optional<std::string> initrd = spec.image.initrd;
+  if (!initrd) {
+    fs::path beside = fs::path(spec.image.kernel).parent_path() / "initramfs.cpio.gz";
+    if (Exists(beside)) initrd = beside.string();
+  }
+
+  // Kernel command line: the pool's bootArgs, then what the driver owns (later words win).
+  std::string append = spec.image.bootArgs;
+  auto add = [&append](const std::string& word) {
+    if (!append.empty() && append.back() != ' ') append.push_back(' ');
+    append += word;
+  };
+  if (append.find("console=") == std::string::npos) add("console=ttyS0");
+  if (options_.tscKhz > 0) add("tsc_early_khz=" + std::to_string(options_.tscKhz));
+  add("tsc=reliable");
+  add("root=/dev/vda rw");
+  const std::string& name = target.key.name;
+  bool hostname_ok = !name.empty() && name.size() <= 63 &&
+                     name.find_first_not_of(
+                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789-") == std::string::npos;
+  if (hostname_ok) add("mvm.hostname=" + name);
+  // The guest's own SIGTERM→SIGKILL grace fits inside the driver's graceful stop window.
+  int64_t grace = std::max<int64_t>(1, spec.policy.gracefulStopSeconds - 2);
+  add("mvm.grace=" + std::to_string(grace));
+  add("mvm.halt=poweroff");
+  if (!spec.cmd.empty()) {
+    std::string cmd = "exec";
+    for (const auto& word : spec.cmd) cmd += " " + ShellQuote(word);
+    add("mvm.cmd=" + Base64(cmd));
+  }
+  if (!spec.env.empty()) {
+    std::string env;
+    for (const auto& [k, v] : spec.env) {
+      if (v.find('\n') != std::string::npos || k.find('\n') != std::string::npos) {
+        return Error{"env " + k + ": values with newlines cannot be passed to the guest"};
+      }
+      env += k + "=" + v + "\n";
+    }
+    add("mvm.env=" + Base64(env));
+  }
+  if (append.size() > kMaxKernelCmdline) {
+    return Error{"kernel command line is " + std::to_string(append.size()) +
+                 " bytes with cmd and env in base64 (limit " + std::to_string(kMaxKernelCmdline) +
+                 "): shorten spec.cmd, spec.env or image.bootArgs"};
+  }
+
+  std::vector<std::string> argv = {options_.binary};
+  auto args = [&argv](std::initializer_list<std::string> words) { argv.insert(argv.end(), words); };
+  args({"-name", OptEscape("mvm-" + target.key.tenant + "-" + name)});
+  args({"-M", options_.machine, "-accel", options_.accel});
+  args({"-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"});
+  args({"-m", std::to_string(spec.resources.memoryMiB)});
+  args({"-smp", std::to_string(spec.resources.vcpus)});
+  args({"-kernel", spec.image.kernel});
+  if (initrd) args({"-initrd", *initrd});
+  args({"-append", append});
+  args({"-chardev", "file,id=con,append=on,path=" + OptEscape(paths.console.string())});
+  args({"-serial", "chardev:con"});
+  args({"-device", "virtio-serial-device,max_ports=2"});
+  args({"-chardev", "socket,id=ctl,server=on,wait=off,path=" + OptEscape(paths.ctl.string())});
+  args({"-device", "virtserialport,chardev=ctl,name=mvm.ctl"});
+  args({"-qmp", "unix:" + OptEscape(paths.qmp.string()) + ",server=on,wait=off"});
+  args({"-drive", "format=raw,if=none,id=root,file=" + OptEscape(paths.disk.string())});
+  args({"-device", "virtio-blk-device,drive=root"});
+  if (restore) args({"-incoming", "exec:cat " + ShellQuote(paths.snapshot.string())});
+  return argv;
+}
+
+Status QemuVmm::Prepare(const VmmTarget& target) {
+  if (Status s = CheckSpec(target); !s.ok()) return s;
+  const Paths paths = PathsFor(target.dir);
+  const std::string& rootfs = target.spec->image.rootfs;
+  std::error_code ec;
+  if (!fs::is_regular_file(rootfs, ec)) return Error{"rootfs " + rootfs + " does not exist"};
+  for (const fs::path& d : {paths.dir, paths.runtime, paths.volumes, paths.snapshots}) {
+    fs::create_directories(d, ec);
+    if (ec) return Error{"create " + d.string() + ": " + ec.message()};
+  }
+  // Created and Ready hold no VMM: anything recorded is an orphan of an interrupted call.
+  if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s;
+  RemovePath(paths.snapshot);
+  RemovePath(paths.snapshot.string() + ".partial");
+  // A fresh copy each time: Prepare also serves Rebuild (a new image revision).
+  if (Status s = SparseCopy(rootfs, paths.disk); !s.ok()) return s;
+  return {};
+}
+
+Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
+  const char* verb = restore ? "wake" : "start";
+  if (Status s = CheckSpec(target); !s.ok()) return s.error();
+  const Paths paths = PathsFor(target.dir);
+  if (!Exists(paths.disk)) {
+    return Error{"instance not prepared: its disk " + paths.disk.string() + " is missing"};
+  }
+  if (restore && !Exists(paths.snapshot)) {
+    return Error{"no snapshot to wake from (" + paths.snapshot.string() + " is missing)"};
+  }
+  // Start and Wake run when the instance holds no VMM: a recorded process is an orphan.
+  if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s.error();
+  Result<std::vector<std::string>> argv = CommandLine(target, restore);
+  if (!argv.ok()) return argv.error();
+
+  std::error_code ec;
+  fs::create_directories(paths.runtime, ec);
+  RemovePath(paths.sockets);
+  fs::create_directories(paths.sockets, ec);
+  if (ec) return Error{"create " + paths.sockets.string() + ": " + ec.message()};
+  fs::permissions(paths.sockets, fs::perms::owner_all, ec);
+  RotateLog(paths.console, options_.logRotateBytes);
+  RotateLog(paths.qemuLog, options_.logRotateBytes);
+
+  LaunchGuard guard(paths, paths.sockets);
+  const auto t0 = Clock::now();
+  const auto deadline = t0 + options_.bootTimeout;
+  Result<ProcessIdentity> spawned = SpawnDetached({*argv, paths.qemuLog, paths.dir});
+  if (!spawned.ok()) return Error{verb + std::string(": ") + spawned.error().message};
+  const ProcessIdentity id = *spawned;
+  guard.Track(id);
+
+  Json::Value record;
+  record["pid"] = Json::Int64(id.pid);
+  record["startTime"] = Json::UInt64(id.startTime);
+  record["sockets"] = paths.sockets.string();
+  record["qmp"] = paths.qmp.string();
+  record["ctl"] = paths.ctl.string();
+  record["console"] = paths.console.string();
+  record["qemuLog"] = paths.qemuLog.string();
+  record["accel"] = options_.accel;
+  // Written before waiting, so that a crash of mvmd during the boot leaves a findable process.
+  if (Status s = WriteFileAtomic(paths.record, JsonLine(record)); !s.ok()) return s.error();
+
+  auto alive = [&id] { return IsAlive(id); };
+  auto fail = [&](const std::string& why) -> Error {
+    // A qemu on its way out gets a moment to exit and finish its log before we look.
+    bool exited = WaitForExit(id, milliseconds(500));
+    const std::string after = Seconds(Clock::now() - t0);
+    return Error{
+        (restore ? "restore failed: " : "guest never reported ready: ") +
+        (exited ? "qemu exited after " + after + " (" + why + ")" : why + " after " + after) +
+        Tails(paths)};
+  };
+
+  Result<QmpClient> qmp = QmpClient::Connect(paths.qmp.string(), deadline, alive);
+  if (!qmp.ok()) return fail(qmp.error().message);
+
+  std::string boot_id;
+  if (!restore) {
+    Result<GuestCtl> ctl = GuestCtl::Connect(paths.ctl.string(), deadline, alive);
+    if (!ctl.ok()) return fail(ctl.error().message);
+    std::string exit_line;
+    while (boot_id.empty()) {
+      auto slice = std::min(deadline, Clock::now() + milliseconds(250));
+      Result<std::string> line = ctl->ReadLine(slice);
+      if (line.ok()) {
+        if (line->rfind("READY ", 0) == 0) boot_id = line->substr(6);
+        if (line->rfind("EXIT ", 0) == 0) exit_line = line->substr(5);
+        continue;
+      }
+      std::string why = exit_line.empty() ? "" : "the workload exited (status " + exit_line + "); ";
+      if (ctl->closed() || !alive()) return fail(why + "control channel closed");
+      if (Clock::now() >= deadline) {
+        return fail(why + "no READY on the control channel within " +
+                    Seconds(options_.bootTimeout));
+      }
+    }
+    // READY means the workload was started; a service that is gone already is not ready.
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    Result<std::string> workload = ctl->Request("status", std::max(left, milliseconds(1)));
+    if (!workload.ok()) return fail("after READY: " + workload.error().message);
+    if (workload->rfind("exited ", 0) == 0 &&
+        target.spec->lifecycle != manifests::Lifecycle::kJob) {
+      return fail("the workload exited (status " + workload->substr(7) + ")");
+    }
+  } else {
+    std::string status;
+    for (;;) {
+      Result<std::string> s = qmp->QueryStatus(options_.qmpTimeout);
+      if (!s.ok()) return fail(s.error().message);
+      status = *s;
+      if (status != "inmigrate") break;
+      if (Clock::now() >= deadline) return fail("state still loading");
+      if (!alive()) return fail("qemu exited while loading the state");
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    if (status != "paused" && status != "running") {
+      return fail("VM is \"" + status + "\" after loading the state");
+    }
+    if (status == "paused") {
+      if (Result<Json::Value> c = qmp->Execute("cont", Json::Value(), options_.qmpTimeout);
+          !c.ok()) {
+        return fail(c.error().message);
+      }
+    }
+    Result<GuestCtl> ctl = GuestCtl::Connect(paths.ctl.string(), deadline, alive);
+    if (!ctl.ok()) return fail(ctl.error().message);
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    Result<std::string> pong = ctl->Request("ping", std::max(left, milliseconds(1)));
+    if (!pong.ok()) return fail(pong.error().message);
+    if (pong->rfind("pong ", 0) == 0) boot_id = pong->substr(5);
+  }
+
+  const auto took = Clock::now() - t0;
+  record["bootId"] = boot_id;
+  record[restore ? "wakeMs" : "bootMs"] = Json::Int64(Millis(took));
+  const std::string data = JsonLine(record);
+  if (Status s = WriteFileAtomic(paths.record, data); !s.ok()) return s.error();
+  guard.Commit();
+  spdlog::info("qemu: {} {} in {} (pid {}, boot id {})", target.key.ToString(),
+               restore ? "woke" : "ready", Seconds(took), id.pid, boot_id);
+  VmmHandle handle;
+  handle.pid = id.pid;
+  handle.startTime = id.startTime;
+  handle.socket = paths.qmp.string();
+  handle.data = data;
+  return handle;
+}
+
+Result<VmmHandle> QemuVmm::Start(const VmmTarget& target) {
+  const Paths paths = PathsFor(target.dir);
+  // A fresh boot: a snapshot left by an interrupted Sleep is stale.
+  RemovePath(paths.snapshot);
+  RemovePath(paths.snapshot.string() + ".partial");
+  return Launch(target, false);
+}
+
+Result<VmmHandle> QemuVmm::Wake(const VmmTarget& target) {
+  Result<VmmHandle> handle = Launch(target, true);
+  if (handle.ok()) RemovePath(PathsFor(target.dir).snapshot);
+  return handle;
+}
+
+namespace {
+
+// A QMP connection to the live VMM of an instance, or why there is none.
+Result<QmpClient> ConnectLive(const Record& record, milliseconds timeout) {
+  if (record.id.empty()) return Error{"no VMM process recorded"};
+  if (!IsAlive(record.id)) return Error{"qemu pid " + std::to_string(record.id.pid) + " is gone"};
+  ProcessIdentity id = record.id;
+  return QmpClient::Connect(record.qmp.string(), Clock::now() + timeout,
+                            [id] { return IsAlive(id); });
+}
+
+Status ExpectStatus(QmpClient& qmp, const std::string& command, const std::string& want,
+                    milliseconds timeout) {
+  if (Result<Json::Value> r = qmp.Execute(command, Json::Value(), timeout); !r.ok()) {
+    return r.error();
+  }
+  Result<std::string> status = qmp.QueryStatus(timeout);
+  if (!status.ok()) return status.error();
+  if (*status != want) {
+    return Error{"after " + command + " the VM is \"" + *status + "\", not \"" + want + "\""};
+  }
+  return {};
+}
+
+}  // namespace
+
+Status QemuVmm::Pause(const VmmTarget& target) {
+  Result<QmpClient> qmp =
+      ConnectLive(LoadRecord(target, PathsFor(target.dir)), options_.qmpTimeout);
+  if (!qmp.ok()) return Error{"pause: " + qmp.error().message};
+  if (Status s = ExpectStatus(*qmp, "stop", "paused", options_.qmpTimeout); !s.ok()) {
+    return Error{"pause: " + s.error().message};
+  }
+  return {};
+}
+
+Status QemuVmm::Resume(const VmmTarget& target) {
+  Result<QmpClient> qmp =
+      ConnectLive(LoadRecord(target, PathsFor(target.dir)), options_.qmpTimeout);
+  if (!qmp.ok()) return Error{"resume: " + qmp.error().message};
+  if (Status s = ExpectStatus(*qmp, "cont", "running", options_.qmpTimeout); !s.ok()) {
+    return Error{"resume: " + s.error().message};
+  }
+  return {};
+}
+
+Status QemuVmm::Sleep(const VmmTarget& target) {
+  const Paths paths = PathsFor(target.dir);
+  const Record record = LoadRecord(target, paths);
+  if (!IsAlive(record.id)) {
+    // Repeated after a crash that came after the snapshot: done already.
+    if (Exists(paths.snapshot)) return EndProcess(record, paths);
+    return Error{"sleep: no VMM process and no snapshot"};
+  }
+  const auto t0 = Clock::now();
+  Result<QmpClient> qmp = ConnectLive(record, options_.qmpTimeout);
+  if (!qmp.ok()) return Error{"sleep: " + qmp.error().message};
+  Result<std::string> status = qmp->QueryStatus(options_.qmpTimeout);
+  if (!status.ok()) return Error{"sleep: " + status.error().message};
+  if (*status == "running") {
+    if (Status s = ExpectStatus(*qmp, "stop", "paused", options_.qmpTimeout); !s.ok()) {
+      return Error{"sleep: " + s.error().message};
+    }
+  }
+  std::error_code ec;
+  fs::create_directories(paths.snapshots, ec);
+  const fs::path partial = paths.snapshot.string() + ".partial";
+  RemovePath(paths.snapshot);
+  RemovePath(partial);
+  // The shell renames only after cat has written everything: state.bin is complete or absent.
+  Json::Value args;
+  args["uri"] = "exec:cat > " + ShellQuote(partial.string()) + " && mv -f " +
+                ShellQuote(partial.string()) + " " + ShellQuote(paths.snapshot.string());
+  if (Result<Json::Value> r = qmp->Execute("migrate", args, options_.qmpTimeout); !r.ok()) {
+    return Error{"sleep: " + r.error().message};
+  }
+  const auto deadline = t0 + options_.snapshotTimeout;
+  for (;;) {
+    Result<Json::Value> m = qmp->Execute("query-migrate", Json::Value(), options_.qmpTimeout);
+    if (!m.ok()) return Error{"sleep: " + m.error().message};
+    std::string state = (*m)["status"].asString();
+    if (state == "completed") break;
+    if (state == "failed" || state == "cancelled") {
+      RemovePath(partial);
+      return Error{"sleep: saving the VM state " + state + ": " + (*m)["error-desc"].asString()};
+    }
+    if (Clock::now() >= deadline) {
+      (void)qmp->Execute("migrate_cancel", Json::Value(), options_.qmpTimeout);
+      RemovePath(partial);
+      return Error{"sleep: saving the VM state took longer than " +
+                   Seconds(options_.snapshotTimeout)};
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  const auto file_deadline = Clock::now() + milliseconds(10000);
+  while (!Exists(paths.snapshot) && Clock::now() < file_deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  if (!Exists(paths.snapshot)) {
+    RemovePath(partial);
+    return Error{"sleep: the state writer did not finish " + paths.snapshot.string()};
+  }
+  const auto saved = Clock::now() - t0;
+  (void)qmp->Execute("quit", Json::Value(), milliseconds(2000));
+  if (!WaitForExit(record.id, milliseconds(5000)) && !KillAndWait(record.id, kKillWait)) {
+    return Error{"sleep: qemu pid " + std::to_string(record.id.pid) + " survived SIGKILL"};
+  }
+  if (Status s = EndProcess(record, paths); !s.ok()) return Error{"sleep: " + s.error().message};
+  spdlog::info("qemu: {} asleep: state saved in {} ({} bytes), process ended after {}",
+               target.key.ToString(), Seconds(saved), fs::file_size(paths.snapshot, ec),
+               Seconds(Clock::now() - t0));
+  return {};
+}
+
+Status QemuVmm::Stop(const VmmTarget& target) {
+  const Paths paths = PathsFor(target.dir);
+  const Record record = LoadRecord(target, paths);
+  int64_t graceful = target.spec ? target.spec->policy.gracefulStopSeconds : 15;
+  if (IsAlive(record.id)) {
+    const auto t0 = Clock::now();
+    const auto deadline = t0 + std::chrono::seconds(graceful);
+    auto until = [&deadline](milliseconds most) {
+      auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+      return std::max(milliseconds(1), std::min(left, most));
+    };
+    bool asked = false;
+    std::string how;
+    if (graceful > 0) {
+      Result<QmpClient> qmp = ConnectLive(record, until(milliseconds(5000)));
+      if (qmp.ok()) {
+        // A paused guest cannot hear the request: let it run to shut down cleanly.
+        Result<std::string> status = qmp->QueryStatus(until(milliseconds(5000)));
+        if (status.ok() && *status != "running") {
+          (void)qmp->Execute("cont", Json::Value(), until(milliseconds(5000)));
+        }
+      }
+      ProcessIdentity id = record.id;
+      Result<GuestCtl> ctl =
+          GuestCtl::Connect(record.ctl.string(), Clock::now() + until(milliseconds(3000)),
+                            [id] { return IsAlive(id); });
+      if (ctl.ok()) {
+        Result<std::string> r = ctl->Request("stop", until(milliseconds(5000)));
+        if (r.ok() && *r == "stopping") {
+          asked = true;
+          how = "stop on the control channel";
+          // Read the last words (EXIT, BYE) so the guest does not wait on a closed port.
+          while (ctl->ReadLine(Clock::now() + until(milliseconds(60000))).ok()) {
+          }
+        }
+      }
+      if (!asked && qmp.ok()) {
+        asked = qmp->Execute("system_powerdown", Json::Value(), until(milliseconds(5000))).ok();
+        how = "ACPI power button";
+      }
+    }
+    bool exited = asked && WaitForExit(record.id, until(std::chrono::hours(24)));
+    if (!exited) {
+      if (!KillAndWait(record.id, kKillWait)) {
+        return Error{"stop: qemu pid " + std::to_string(record.id.pid) + " survived SIGKILL"};
+      }
+      how = asked ? how + ", then SIGKILL after " + std::to_string(graceful) + "s" : "SIGKILL";
+    }
+    spdlog::info("qemu: {} stopped in {} ({})", target.key.ToString(), Seconds(Clock::now() - t0),
+                 how);
+  }
+  if (Status s = EndProcess(record, paths); !s.ok()) return Error{"stop: " + s.error().message};
+  RemovePath(paths.snapshot);
+  RemovePath(paths.snapshot.string() + ".partial");
+  return {};
+}
+
+Status QemuVmm::Destroy(const VmmTarget& target) {
+  const Paths paths = PathsFor(target.dir);
+  if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) {
+    return Error{"destroy: " + s.error().message};
+  }
+  std::error_code ec;
+  fs::remove_all(paths.dir, ec);
+  if (ec) return Error{"destroy: remove " + paths.dir.string() + ": " + ec.message()};
+  return {};
+}
+
+ProbeResult QemuVmm::Probe(const VmmTarget& target) {
+  const Paths paths = PathsFor(target.dir);
+  const Record record = LoadRecord(target, paths);
+  ProbeResult result;
+  result.snapshot = Exists(paths.snapshot);
+  Result<QmpClient> qmp = ConnectLive(record, options_.qmpTimeout);
+  if (!qmp.ok()) {
+    result.detail = qmp.error().message;
+    return result;
+  }
+  Result<std::string> status = qmp->QueryStatus(options_.qmpTimeout);
+  if (!status.ok()) {
+    result.detail =
+        "qemu pid " + std::to_string(record.id.pid) + " does not answer: " + status.error().message;
+    return result;
+  }
+  const std::string& s = *status;
+  if (s == "running") {
+    result.alive = true;
+    result.observed = InstanceState::kRunning;
+  } else if (s == "paused" || s == "inmigrate" || s == "postmigrate" || s == "finish-migrate" ||
+             s == "prelaunch" || s == "save-vm" || s == "restore-vm" || s == "suspended") {
+    result.alive = true;
+    result.observed = InstanceState::kWarm;
+  }
+  result.detail = "qemu pid " + std::to_string(record.id.pid) + " is " + s;
+  return result;
+}
+
+}  // namespace mvm::runtime

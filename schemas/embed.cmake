@@ -1,0 +1,11 @@
+# Writes OUT: a C++ file defining mvm::schemas::Embedded() from the SCHEMAS files.
+set(body "// Generated from schemas/*.schema.json by schemas/embed.cmake. Do not edit.\n")
+string(APPEND body "#include \"schemas/embedded.h\"\n\nnamespace mvm::schemas {\n\n")
+string(APPEND body "const std::vector<EmbeddedSchema>& Embedded() {\n  static const std::vector<EmbeddedSchema> kSchemas = {\n")
+foreach(path ${SCHEMAS})
+  get_filename_component(name ${path} NAME)
+  file(READ ${path} text)
+  string(APPEND body "      {\"${name}\", R\"mvmschema(${text})mvmschema\"},\n")
+endforeach()
+string(APPEND body "  };\n  return kSchemas;\n}\n\n}  // namespace mvm::schemas\n")
+file(WRITE ${OUT} "${body}")

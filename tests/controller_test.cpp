@@ -1,0 +1,205 @@
+// Controller with a fake VMM: convergence, quota refusal, prune safety, failures and back-off,
+// drift, restart and adoption, and recovery from a crash at every recorded step.
+
+#include "controller/controller.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "controller/state_machine.h"
+#include "tests/controller_harness.h"
+
+namespace mvm::controller {
+namespace {
+
+using S = InstanceState;
+using testing::ControllerHarness;
+using ::testing::IsEmpty;
+using testing::PoolYaml;
+using testing::TenantYaml;
+
+const std::string kTenant = TenantYaml("acme");
+
+TEST(Controller, ConvergesAFreshPoolToItsDesiredCounts) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 2, 2, 1)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{2, 2, 1}));
+  EXPECT_EQ(h.vmm().overlaps(), 0);
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+  auto pools = h.controller().Pools();
+  ASSERT_EQ(pools.size(), 1u);
+  EXPECT_EQ(pools[0].ready, 5);
+  EXPECT_EQ(pools[0].conditions[0].type, "Ready");
+  EXPECT_TRUE(pools[0].conditions[0].status);
+}
+
+TEST(Controller, ScaleUpResumesWarmBeforeBootingAndScaleDownDestroys) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 2, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  int starts = h.vmm().calls(Action::kStart);
+  h.Apply({kTenant, PoolYaml("acme", "web", 3, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{3, 0, 0}));
+  EXPECT_EQ(h.vmm().calls(Action::kResume), 2);
+  EXPECT_EQ(h.vmm().calls(Action::kStart), starts);  // no fresh boot was needed
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.store().ListPool("acme", "web").size(), 1u);
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+TEST(Controller, QuotaRefusalIsReportedOnThePool) {
+  ControllerHarness h;
+  h.Apply({TenantYaml("acme", "{running: 2, vcpus: 3}"), PoolYaml("acme", "web", 5, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{2, 0, 0}));
+  auto pools = h.controller().Pools();
+  ASSERT_EQ(pools.size(), 1u);
+  const auto& quota = pools[0].conditions[3];
+  EXPECT_EQ(quota.type, "QuotaExceeded");
+  EXPECT_TRUE(quota.status);
+  EXPECT_EQ(quota.message, "tenant acme quota: running 3 > quota 2");
+  auto events = h.store().Events("Pool", "acme/web");
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().reason, "QuotaExceeded");
+}
+
+TEST(Controller, RemovedPoolIsDrainedAndPruned) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "api", 1, 1, 0),
+           PoolYaml("acme", "jobs", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "api", 1, 1, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_TRUE(h.store().ListPool("acme", "jobs").empty());
+  EXPECT_EQ(h.Count("acme", "api"), (Counts{1, 1, 0}));
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+TEST(Controller, PruneOffKeepsRemovedPools) {
+  Controller::Options options;
+  options.prune = false;
+  ControllerHarness h(options);
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "jobs", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "jobs"), (Counts{1, 0, 0}));
+  EXPECT_THAT(h.controller().Warnings(),
+              ::testing::Contains(::testing::HasSubstr("pruning is off")));
+}
+
+TEST(Controller, SuddenLossOfMostPoolsIsHeldBackUntilConfirmed) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "a", 1, 0, 0), PoolYaml("acme", "b", 1, 0, 0),
+           PoolYaml("acme", "c", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.Apply({});  // an empty checkout
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.store().ListInstances().size(), 3u);
+  EXPECT_THAT(h.controller().Warnings(),
+              ::testing::Contains(::testing::HasSubstr("holding back the removal of 3 pools")));
+  h.controller().ConfirmPrune();
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_TRUE(h.store().ListInstances().empty());
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+TEST(Controller, RepeatedFailuresBackOffAndEndFailedWithTheReason) {
+  ControllerHarness h;
+  h.vmm().FailWhen([](const InstanceKey&, Action a) { return a == Action::kStart; });
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  auto instances = h.store().ListInstances();
+  ASSERT_EQ(instances.size(), 1u);
+  EXPECT_TRUE(instances[0].failed);
+  EXPECT_GE(instances[0].failures, 5);
+  EXPECT_EQ(instances[0].lastError, "start failed: injected failure");
+  auto pools = h.controller().Pools();
+  EXPECT_TRUE(pools[0].conditions[2].status);  // Degraded
+  EXPECT_THAT(pools[0].conditions[2].message, ::testing::HasSubstr("injected failure"));
+  h.vmm().FailWhen(nullptr);  // the cause is fixed: the back-off retry gets it running
+  ASSERT_TRUE(h.WaitConverged());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (h.Count("acme", "web").running != 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{1, 0, 0}));
+  EXPECT_FALSE(h.store().ListInstances()[0].failed);
+}
+
+TEST(Controller, KilledVmmIsNoticedAndRestarted) {
+  Controller::Options options;
+  options.probePeriod = std::chrono::milliseconds(20);
+  ControllerHarness h(options);
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  InstanceKey key = h.store().ListInstances()[0].key;
+  int starts = h.vmm().calls(Action::kStart);
+  h.vmm().Kill(key);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (h.vmm().calls(Action::kStart) == starts && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.vmm().calls(Action::kStart), starts + 1);
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{1, 0, 0}));
+  auto events = h.store().Events("Instance", key.ToString());
+  EXPECT_TRUE(std::any_of(events.begin(), events.end(),
+                          [](const Event& e) { return e.reason == "VmmLost"; }));
+}
+
+TEST(Controller, RestartAdoptsLiveVmmsWithoutRebooting) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 2, 1, 1)});
+  ASSERT_TRUE(h.WaitConverged());
+  int calls = h.vmm().total_calls();
+  auto before = h.vmm().resources();
+  h.Restart();
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.vmm().total_calls(), calls);  // nothing was started, stopped or destroyed
+  auto after = h.vmm().resources();
+  ASSERT_EQ(before.size(), after.size());
+  for (const auto& [key, r] : before) EXPECT_EQ(after[key].pid, r.pid) << key.ToString();
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{2, 1, 1}));
+}
+
+TEST(Controller, RestartRecoversInstancesWhoseVmmDiedMeanwhile) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 2, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.Close();
+  h.vmm().Kill(h.vmm().resources().begin()->first);
+  h.Open();
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{2, 0, 0}));
+  EXPECT_EQ(h.store().ListInstances().size(), 2u);
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+TEST(Controller, RollingUpdateReplacesInstancesOneAtATime) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 3, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  int max_alive = 0;
+  h.vmm().OnAction([&](const InstanceKey&, Action, const auto& resources) {
+    int alive = 0;
+    for (const auto& [k, r] : resources) alive += r.process;
+    max_alive = std::max(max_alive, alive);
+  });
+  h.Apply({kTenant, PoolYaml("acme", "web", 3, 0, 0, "  env: {VERSION: \"2\"}\n")});
+  ASSERT_TRUE(h.WaitConverged());
+  std::string hash = h.controller().Pools()[0].specHash;
+  auto instances = h.store().ListPool("acme", "web");
+  ASSERT_EQ(instances.size(), 3u);
+  for (const auto& i : instances) EXPECT_EQ(i.specHash, hash);
+  EXPECT_EQ(h.vmm().calls(Action::kDestroy), 3);
+  EXPECT_LE(max_alive, 4);  // never more than one surge
+  EXPECT_GE(max_alive, 3);  // never fewer than desired while rolling (checked at each action)
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+}  // namespace
+}  // namespace mvm::controller
