@@ -425,7 +425,49 @@ void ConvertOffsets(Json::Value& v, const LineIndex& index) {
   }
 }
 
+// Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or npos. JSON text must be UTF-8, and valijson's length
+// checks read out of bounds on malformed sequences (found by the parser fuzzer).
+size_t FirstInvalidUtf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k) {
+      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 void ReadJson(std::string_view file, std::string_view text, ReadResult& out) {
+  if (size_t bad = FirstInvalidUtf8(text); bad != std::string_view::npos) {
+    Position pos = LineIndex(text).At(static_cast<ptrdiff_t>(bad));
+    out.diagnostics.push_back({std::string(file), pos.line, pos.column, "", "",
+                               "JSON syntax error: invalid UTF-8 (JSON text must be UTF-8)"});
+    return;
+  }
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // Json::Reader is the jsoncpp API that reports structured errors with byte offsets.

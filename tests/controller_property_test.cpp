@@ -796,7 +796,7 @@ void Property(Check check, Quotas quotas) {
 }
 
 #if defined(__SANITIZE_THREAD__)
-constexpr int kCases = 15;  // ThreadSanitizer runs every case several times slower
+constexpr int kCases = 30;  // ThreadSanitizer makes every case a few times slower
 #else
 constexpr int kCases = 60;
 #endif

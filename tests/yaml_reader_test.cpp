@@ -103,6 +103,18 @@ TEST(YamlReader, JsonPositions) {
   EXPECT_EQ(PositionOf(result.documents[0].root["a"]["b"]).column, 14);
 }
 
+TEST(YamlReader, JsonMustBeUtf8) {
+  ReadResult result = ReadDocuments("t.json", "{\n  \"a\": \"\xC3\x28\"\n}", Format::kJson);
+  EXPECT_TRUE(result.documents.empty());
+  ASSERT_EQ(result.diagnostics.size(), 1u);
+  EXPECT_EQ(result.diagnostics[0].line, 2);
+  EXPECT_EQ(result.diagnostics[0].column, 9);
+  EXPECT_EQ(result.diagnostics[0].message,
+            "JSON syntax error: invalid UTF-8 (JSON text must be UTF-8)");
+  EXPECT_TRUE(ReadDocuments("t.json", "{\"a\": \"\xC3\xA9\xF0\x9F\x98\x80\"}", Format::kJson)
+                  .diagnostics.empty());
+}
+
 TEST(YamlReader, FormatFollowsExtension) {
   EXPECT_EQ(FormatForPath("a/b.json"), Format::kJson);
   EXPECT_EQ(FormatForPath("a/b.yaml"), Format::kYaml);
