@@ -363,12 +363,12 @@ def main():
         run(os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2]), root)
     except TestFailure as e:
         print("FAIL: %s\n(logs kept in %s)" % (e, root), file=sys.stderr)
-        for n in (1, 2):
-            path = os.path.join(root, "mvmd-%d.log" % n)
-            if os.path.exists(path):
-                with open(path) as f:
-                    tail = f.read().splitlines()[-40:]
-                print("--- %s (tail) ---\n%s" % (path, "\n".join(tail)), file=sys.stderr)
+        logs = sorted((f for f in os.listdir(root) if f.startswith("mvmd-")),
+                      key=lambda f: int(f[5:-4]))
+        for name in logs[-2:]:  # the run killed last and the one after it
+            with open(os.path.join(root, name)) as f:
+                tail = f.read().splitlines()[-30:]
+            print("--- %s (tail) ---\n%s" % (name, "\n".join(tail)), file=sys.stderr)
         return 1
     if os.environ.get("MVM_TEST_KEEP"):
         print("logs and state kept in %s" % root)
