@@ -18,7 +18,7 @@
 # this script prints the load average before each one. Exit status: 0 when every benchmark ran
 # and met its targets, 1 when one missed a target or failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 BUILD_DIR=${BUILD_DIR:-build-release}
 RESULTS_DIR=${RESULTS_DIR:-build/bench-results}
 JOBS=${JOBS:-$(nproc)}
