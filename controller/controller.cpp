@@ -217,17 +217,22 @@ void Controller::Adopt(Instance instance) {
     i.state = actual;
     i.pending.reset();
     if (actual != recorded) i.stateSinceMs = Now();
-    if (!HasProcess(actual)) i.handle = {};
+    if (!HasProcess(actual)) {
+      i.handle = {};
+    } else if (probe.alive && !probe.handle.empty()) {
+      i.handle = probe.handle;  // the VMM found, even one whose start was never recorded done
+    }
   });
   if (!s.ok()) {
     spdlog::error("adopting {}: {}", key, s.error().message);
     return;
   }
   if (probe.alive) {
-    spdlog::info("adopted {}: VMM pid {} is {}", key, instance.handle.pid, StateName(actual));
+    const int64_t pid = probe.handle.empty() ? instance.handle.pid : probe.handle.pid;
+    spdlog::info("adopted {}: VMM pid {} is {}", key, pid, StateName(actual));
     Emit("Instance", key, EventType::kNormal, "Adopted",
-         "VMM pid " + std::to_string(instance.handle.pid) + " found " +
-             std::string(StateName(actual)) + " after restart");
+         "VMM pid " + std::to_string(pid) + " found " + std::string(StateName(actual)) +
+             " after restart");
   } else if (actual != recorded || pending) {
     std::string why =
         pending ? "action " + std::string(ActionName(*pending)) + " was interrupted by a restart"
@@ -570,6 +575,17 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
         queue_.Add(PoolQueueKey(key.tenant, inst.pool));
         return s;
       }
+    }
+    // At target with no action to take (e.g. retargeted to where it stands after a failed
+    // pause): the failures were of an action it no longer needs, so they no longer apply.
+    if (inst.failed || inst.failures > 0) {
+      Status s = Update(key, [](Instance& i) {
+        i.failures = 0;
+        i.failed = false;
+        i.lastError.clear();
+      });
+      queue_.Add(PoolQueueKey(key.tenant, inst.pool));
+      return s;
     }
     return {};
   }

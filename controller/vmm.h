@@ -35,6 +35,9 @@ struct ProbeResult {
   bool alive = false;  // the recorded process exists (pid + start time) and answers its socket
   std::optional<InstanceState> observed;  // kRunning or kWarm when alive and the VMM says so
   bool snapshot = false;                  // a complete snapshot is on disk (for Sleeping)
+  VmmHandle handle;  // when alive: the live VMM's identity as the driver found it (its own
+                     // record on disk), which the controller adopts; a crash between a start
+                     // and its done record leaves the instance's recorded handle empty
   std::string detail;
 };
 

@@ -146,6 +146,7 @@ struct Record {
   ProcessIdentity id;
   fs::path sockets, qmp, ctl;
   std::string bootId;
+  std::string data;  // the record's JSON line, as VmmHandle::data holds it
 };
 
 Record LoadRecord(const VmmTarget& target, const QemuVmm::Paths& paths) {
@@ -154,12 +155,16 @@ Record LoadRecord(const VmmTarget& target, const QemuVmm::Paths& paths) {
   r.qmp = paths.qmp;
   r.ctl = paths.ctl;
   std::optional<Json::Value> json;
-  if (Result<std::string> text = ReadSmallFile(paths.record); text.ok()) json = ParseJson(*text);
+  if (Result<std::string> text = ReadSmallFile(paths.record); text.ok()) {
+    json = ParseJson(*text);
+    if (json) r.data = *text;
+  }
   if (json) {
     r.id = {(*json)["pid"].asInt64(), (*json)["startTime"].asUInt64()};
   } else if (!target.handle.empty()) {
     r.id = {target.handle.pid, target.handle.startTime};
     json = ParseJson(target.handle.data);
+    if (json) r.data = target.handle.data;
     if (!target.handle.socket.empty()) r.qmp = target.handle.socket;
   }
   if (json) {
@@ -781,6 +786,12 @@ ProbeResult QemuVmm::Probe(const VmmTarget& target) {
              s == "prelaunch" || s == "save-vm" || s == "restore-vm" || s == "suspended") {
     result.alive = true;
     result.observed = InstanceState::kWarm;
+  }
+  if (result.alive) {
+    result.handle.pid = record.id.pid;
+    result.handle.startTime = record.id.startTime;
+    result.handle.socket = record.qmp.string();
+    result.handle.data = record.data;
   }
   result.detail = "qemu pid " + std::to_string(record.id.pid) + " is " + s;
   return result;

@@ -308,11 +308,10 @@ bool CrashAndRecover(int64_t n, bool* crashed) {
   return failures.empty();
 }
 
-// Open defect (issue 3 stays open): depending on timing, a crash between a VMM's start and its
-// done record makes the restarted controller start a second VMM (seen at write #26 of 107:
-// "duplicate VMM: start of … while its VMM was alive"). Enable once Adopt() takes over the
-// running VMM's handle from the probe (see the stop-7 note).
-TEST(ControllerCrash, DISABLED_RecoversFromACrashBeforeEveryDurableWrite) {
+// Regression kept by this test: a crash between a VMM's start and its done record once made
+// the restarted controller start a second VMM (write #26 of 107: "duplicate VMM: start of …
+// while its VMM was alive"); Adopt() now takes the live VMM's handle from the probe.
+TEST(ControllerCrash, RecoversFromACrashBeforeEveryDurableWrite) {
   spdlog::set_level(spdlog::level::err);  // every run logs its adoptions and recoveries
   const int64_t total = CountWrites();
   ASSERT_GT(total, 10) << "the scenario should make many durable writes";

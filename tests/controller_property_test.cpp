@@ -5,8 +5,9 @@
 // actions and instances, FailNext), controller restarts, killed VMMs, pauses and waits for
 // convergence, on a FakeVmm with 0–200 µs of latency per call and 1–4 workers. Afterwards the
 // failures are cleared and the controller is left to settle; then
-//  - ConvergesToDesiredCounts (quotas set but never reached) and
-//    ConvergesToDesiredCountsClippedByQuota (quotas that bind): every tenant holds, per state,
+//  - ConvergesToDesiredCounts (quotas set but never reached),
+//    ConvergesToDesiredCountsClippedBySleepingQuota (quotas that bind on sleeping only) and
+//    ConvergesToDesiredCountsClippedByQuota (any quotas): every tenant holds, per state,
 //    the sum of its pools' desired counts clipped by its quota, no pool more than it wants, no
 //    instance outside a slot, nothing of a removed pool, and every instance on the current
 //    template unless a rolling update is stalled because the quota has no room for the surge
@@ -14,7 +15,7 @@
 //  - NeverExceedsQuotaAtAnyInstant: after every successful driver action, no tenant had more
 //    unpaused VMMs than quota.running, more VMM processes than quota.running + quota.warm, or
 //    more snapshots than quota.sleeping;
-//  - in all three: no two driver calls ever overlapped on one instance, no fake resource
+//  - in all of them: no two driver calls ever overlapped on one instance, no fake resource
 //    outlived its record, and every record matches the host (Running: process, unpaused; Warm:
 //    process, paused; Sleeping: snapshot, no process; Created/Ready/Stopped: no process).
 // Case counts are fixed in code (RC_PARAMS="max_success=N" overrides them); a failing case is
@@ -231,8 +232,11 @@ void showValue(const Op& op, std::ostream& os) {
 }
 
 // Binding quotas (0–4) clip what 1–3 pools of 0–3 replicas per state ask for; loose ones
-// (10–12) are set but never reached, not even by a rolling update's surge.
-enum class Quotas { kLoose, kBinding };
+// (10–12) are set but never reached, not even by a rolling update's surge. Sleeping-only ones
+// bind on sleeping alone: no instance passes through Sleeping on its way to another state, so
+// they stay clear of the open transit-state defects (DISABLED_ regressions below) and still
+// test clipping, the quota wake-up and the rolling stall.
+enum class Quotas { kLoose, kBinding, kBindingSleeping };
 
 rc::Gen<std::optional<int>> GenLimit(Quotas quotas) {
   int lo = quotas == Quotas::kLoose ? 10 : 0, hi = quotas == Quotas::kLoose ? 13 : 5;
@@ -242,6 +246,9 @@ rc::Gen<std::optional<int>> GenLimit(Quotas quotas) {
 }
 
 rc::Gen<Quota> GenQuota(Quotas quotas) {
+  if (quotas == Quotas::kBindingSleeping) {
+    return gen::build<Quota>(gen::set(&Quota::sleeping, GenLimit(Quotas::kBinding)));
+  }
   return gen::weightedOneOf<Quota>(
       {{1, gen::just(Quota{})},
        {3, gen::build<Quota>(gen::set(&Quota::running, GenLimit(quotas)),
@@ -692,7 +699,7 @@ void CheckConverged(ControllerHarness& h, const Model& model, Outcome& out) {
 }
 
 // One generated case: returns the failures (empty when the properties hold).
-enum class Check { kConvergence, kQuota };
+enum class Check { kConvergence, kQuota, kBoth };
 
 std::vector<std::string> RunCase(const Setup& setup, const Edit& first, const std::vector<Op>& ops,
                                  Check check) {
@@ -715,9 +722,8 @@ std::vector<std::string> RunCase(const Setup& setup, const Edit& first, const st
     out.Fail("did not settle within " + std::to_string(kSettleTimeout.count()) + " s");
   }
   CheckInvariants(h, out);
-  if (check == Check::kConvergence) {
-    CheckConverged(h, model, out);
-  } else if (std::string v = watch.first(); !v.empty()) {
+  if (check != Check::kQuota) CheckConverged(h, model, out);
+  if (std::string v = watch.first(); check != Check::kConvergence && !v.empty()) {
     out.Fail("quota exceeded: " + v);
   }
   if (!out.failures.empty()) out.Fail("state:" + Dump(h));
@@ -805,6 +811,10 @@ TEST(ControllerProperty, ConvergesToDesiredCounts) {
   CheckProperty(kCases, [] { Property(Check::kConvergence, Quotas::kLoose); });
 }
 
+TEST(ControllerProperty, ConvergesToDesiredCountsClippedBySleepingQuota) {
+  CheckProperty(kCases, [] { Property(Check::kConvergence, Quotas::kBindingSleeping); });
+}
+
 // Open defect (issue 3 stays open): this property finds quota cases the controller still
 // gets wrong; see the DISABLED_ ControllerRegression cases below and the stop-7 note.
 TEST(ControllerProperty, DISABLED_ConvergesToDesiredCountsClippedByQuota) {
@@ -863,6 +873,30 @@ TEST(ControllerRegression, VmmKilledWhileMovingBetweenStatesIsNoticed) {
                           [](const Event& e) { return e.reason == "VmmLost"; }));
 }
 
+// A Running instance failed to pause until it was marked failed; then the pool wanted it
+// Running again. It stood at its target with nothing to do, so nothing cleared the mark: the
+// pool stayed Degraded and never Ready.
+TEST(ControllerRegression, FailuresOfAnActionNoLongerNeededAreCleared) {
+  ControllerHarness h(OneWorker());
+  h.Apply({TenantYaml("acme"), PoolYaml("acme", "a", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.vmm().FailWhen([](const InstanceKey&, Action a) { return a == Action::kPause; });
+  h.Apply({TenantYaml("acme"), PoolYaml("acme", "a", 0, 1, 0)});
+  ASSERT_TRUE(h.WaitConverged());  // failed instances count as settled
+  ASSERT_TRUE(h.store().ListInstances()[0].failed);
+  h.Apply({TenantYaml("acme"), PoolYaml("acme", "a", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  auto instances = h.store().ListInstances();
+  ASSERT_EQ(instances.size(), 1u);
+  EXPECT_EQ(instances[0].state, S::kRunning);
+  EXPECT_FALSE(instances[0].failed);
+  EXPECT_EQ(instances[0].failures, 0);
+  auto pools = h.controller().Pools();
+  ASSERT_EQ(pools.size(), 1u);
+  EXPECT_TRUE(pools[0].conditions[0].status) << pools[0].conditions[0].message;   // Ready
+  EXPECT_FALSE(pools[0].conditions[2].status) << pools[0].conditions[2].message;  // Degraded
+}
+
 // Open: the planner fills a slot from settled instances before instances on their way to it.
 // With the Warm VMM killed, a settled Sleeping instance takes the Warm slot; after its wake
 // (Running, not yet Warm) another settled Sleeping one takes it again and the first goes back
@@ -878,6 +912,43 @@ TEST(ControllerRegression, DISABLED_KilledWarmVmmBesideSleepingOnesDoesNotChurn)
   EXPECT_TRUE(h.WaitConverged(std::chrono::seconds(5)));
   EXPECT_EQ(h.Count("acme", "a"), (Counts{1, 1, 3}));
   EXPECT_LE(h.vmm().calls(Action::kWake), 2);
+}
+
+// Open: an action in flight is not part of an instance's footprint. X is being put to sleep
+// (Sleep in flight) when the pool wants it Warm again: the retarget drops X's sleeping count,
+// the freed quota goes to a new instance Y, then X's Sleep completes anyway and the tenant
+// holds two sleeping counts (X's snapshot, Y's target) with quota sleeping 1. If Y reaches
+// Sleeping before X is woken (here X's wake keeps failing), the host holds two snapshots.
+TEST(ControllerRegression, DISABLED_ActionInFlightKeepsItsQuota) {
+  Controller::Options options = OneWorker();
+  options.workers = 2;  // the pool plans while X's Sleep is in flight
+  ControllerHarness h(options);
+  const std::string tenant = TenantYaml("acme", "{sleeping: 1}");
+  h.Apply({tenant, PoolYaml("acme", "a", 0, 1, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  const InstanceKey x = h.store().ListInstances()[0].key;
+  std::atomic<int> most_snapshots{0};
+  h.vmm().OnAction([&](const InstanceKey&, Action, const auto& all) {
+    int snapshots = 0;
+    for (const auto& [key, r] : all) snapshots += r.snapshot;
+    most_snapshots = std::max(most_snapshots.load(), snapshots);
+  });
+  h.vmm().FailWhen(
+      [x](const InstanceKey& key, Action a) { return key == x && a == Action::kWake; });
+  h.vmm().SetLatency(std::chrono::milliseconds(50));
+  h.Apply({tenant, PoolYaml("acme", "a", 0, 0, 1)});
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // X's Sleep is in flight
+  h.Apply({tenant, PoolYaml("acme", "a", 0, 1, 1)});
+  int most_usage = 0;
+  for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+       std::chrono::steady_clock::now() < end;) {
+    for (const auto& t : h.controller().Tenants())
+      most_usage = std::max(most_usage, t.usage.sleeping);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  h.Close();
+  EXPECT_LE(most_usage, 1) << "the tenant's recorded usage went over its quota";
+  EXPECT_LE(most_snapshots, 1) << "the host held more snapshots than the quota allows";
 }
 
 // Open: an instance on its way to Warm passes through Running (start, then pause). Its

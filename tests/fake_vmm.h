@@ -132,6 +132,8 @@ class FakeVmm final : public controller::Vmm {
     const Resources& r = it->second;
     p.alive = r.process && (t.handle.pid == 0 || t.handle.pid == r.pid);
     if (p.alive) {
+      p.handle.pid = r.pid;
+      p.handle.socket = "fake:" + t.key.ToString();
       p.observed =
           r.paused ? controller::InstanceState::kWarm : controller::InstanceState::kRunning;
     } else {

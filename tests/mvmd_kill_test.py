@@ -17,7 +17,8 @@ three pools, each driver call taking MVM_FAKE_LATENCY_MS so that churn takes sec
      alive at the kill that is still wanted has its pid (adopted, not rebooted).
   Steps 2-4 run twice: a scale-up, then a scale-down of two pools with a scale-up of the third.
   A third round kills mvmd exactly between a VMM's start on the host and mvmd recording it
-  (replies held back by MVM_FAKE_REPLY_DELAY_MS); see KNOWN_GAP for what it finds today.
+  (replies held back by MVM_FAKE_REPLY_DELAY_MS): the restarted mvmd must adopt that VMM with
+  the pid the host has.
 
 Usage: mvmd_kill_test.py MVMD_FAKE MVMCTL   (ctest passes both; exit 0 = pass; with
 MVM_TEST_KEEP=1 the directory with both mvmd logs is kept after a pass too)
@@ -40,14 +41,9 @@ ROUNDS = [{"web": (6, 3), "api": (7, 0), "batch": (4, 3)},
           {"web": (3, 1), "api": (4, 0), "batch": (7, 3)}]
 
 
-# Known controller gap (reported to the lead): when mvmd dies after a VMM was started but before
-# the Start was recorded, the restarted mvmd adopts the live VMM without learning its handle
-# (ProbeResult carries none), so the store records pid 0 and no socket. The fake's Probe accepts
-# pid 0, hiding it; a real driver could not find that VMM again. Reported, not failed, unless
-# MVM_KILL_TEST_STRICT=1 (turn strict on once the controller records the adopted handle).
-KNOWN_GAP = ("adopted after an interrupted Start with no handle recorded (pid 0): the controller "
-             "does not learn the handle of a VMM it adopts")
-STRICT = os.environ.get("MVM_KILL_TEST_STRICT") == "1"
+# An mvmd killed after a VMM was started but before the Start was recorded leaves the instance
+# with no handle; the restarted mvmd must learn the live VMM's handle from the driver's probe
+# (the store then records the host's pid), not record pid 0.
 
 
 class TestFailure(Exception):
@@ -193,10 +189,8 @@ def check_cli_while_running(mvmd):
         check(needle in describe, "describe pool web: no %r in:\n%s" % (needle, describe))
 
 
-def verify(mvmd, want, host_at_kill, interrupted_starts=()):
-    """Waits for convergence on `want`, then checks counts, store vs host, and adoption.
-    `interrupted_starts`: instances whose Start may have been done on the host but not recorded
-    at the kill (see KNOWN_GAP)."""
+def verify(mvmd, want, host_at_kill):
+    """Waits for convergence on `want`, then checks counts, store vs host, and adoption."""
 
     def converged():
         pools = mvmd.get("pools")
@@ -242,11 +236,6 @@ def verify(mvmd, want, host_at_kill, interrupted_starts=()):
               "%s is %s but the host holds %s" % (i["name"], i["state"], host[i["name"]]))
         check(paused == (i["state"] == "Warm"),
               "%s is %s but its VMM paused=%s" % (i["name"], i["state"], paused))
-        if i["vmm"]["pid"] != pid and i["vmm"]["pid"] == 0 and i["name"] in interrupted_starts \
-                and not STRICT:
-            print("KNOWN GAP: %s: %s (set MVM_KILL_TEST_STRICT=1 to fail on it)"
-                  % (i["name"], KNOWN_GAP))
-            continue
         check(i["vmm"]["pid"] == pid,
               "%s: store records pid %s, host has pid %d" % (i["name"], i["vmm"]["pid"], pid))
 
@@ -287,7 +276,7 @@ def interrupted_start_round(mvmd, manifests, current):
     print("round 3: killed mvmd right after the host started %s (Start not recorded yet)"
           % ", ".join(fresh))
     mvmd.start()
-    instances, adopted = verify(mvmd, want, host_at_kill, set(fresh))
+    instances, adopted = verify(mvmd, want, host_at_kill)
     print("round 3: converged: %d instances; %d VMMs adopted with their pids" % (instances, adopted))
 
 
@@ -331,14 +320,12 @@ def run(mvmd_binary, mvmctl, root):
 
             at_kill = wait_for("mvmd to act on the edit", acting_on_new_counts, 20)
             mvmd.kill9()
-            # Best effort (the last poll, not the instant of the kill).
-            interrupted = {i["name"] for i in at_kill if i.get("pending") in ("start", "wake")}
             host_at_kill = read_fake_state(mvmd.fake_state)
             print("round %d: killed mvmd with %d instances recorded (%d moving), %d VMM processes"
                   " on the host" % (round_number, len(at_kill), len(moving(at_kill)),
                                     sum(1 for r in host_at_kill.values() if r[1])))
             mvmd.start()
-            instances, adopted = verify(mvmd, want, host_at_kill, interrupted)
+            instances, adopted = verify(mvmd, want, host_at_kill)
             print("round %d: converged: %d instances in %d pools; %d VMMs adopted with their pids;"
                   " host and store match one to one" % (round_number, instances, len(want),
                                                          adopted))
