@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 
 #include "controller/spec_codec.h"
 #include "controller/state_machine.h"
@@ -124,8 +125,10 @@ void Controller::Audit(const std::string& tenant, const std::string& action,
 
 void Controller::AccountUsage(const Instance* before, const Instance* after) {
   TenantUsage was, is;
-  if (before && before->spec) was = Footprint(*before->spec, before->state, before->target);
-  if (after && after->spec) is = Footprint(*after->spec, after->state, after->target);
+  if (before && before->spec)
+    was = Footprint(*before->spec, before->state, before->target, before->pending);
+  if (after && after->spec)
+    is = Footprint(*after->spec, after->state, after->target, after->pending);
   const std::string& tenant = before ? before->key.tenant : after->key.tenant;
   bool released = is.vcpus < was.vcpus || is.memoryMiB < was.memoryMiB ||
                   is.diskMiB < was.diskMiB || is.running < was.running || is.warm < was.warm ||
@@ -133,8 +136,17 @@ void Controller::AccountUsage(const Instance* before, const Instance* after) {
   std::set<std::string> wake;
   {
     std::unique_lock lock(mu_);
-    usage_[tenant] -= was;
-    usage_[tenant] += is;
+    if (before) ++pool_versions_[{tenant, before->pool}];
+    if (after && (!before || after->pool != before->pool)) ++pool_versions_[{tenant, after->pool}];
+    TenantUsage& usage = usage_[tenant];
+    TenantUsage old = usage;
+    usage -= was;
+    usage += is;
+    if (usage.vcpus != old.vcpus || usage.memoryMiB != old.memoryMiB ||
+        usage.diskMiB != old.diskMiB || usage.running != old.running || usage.warm != old.warm ||
+        usage.sleeping != old.sleeping) {
+      ++usage_versions_[tenant];
+    }
     // Quota freed: the tenant's pools that the quota held back plan again.
     if (released) {
       ++usage_releases_[tenant];
@@ -145,11 +157,25 @@ void Controller::AccountUsage(const Instance* before, const Instance* after) {
 }
 
 Status Controller::Update(const InstanceKey& key, const std::function<void(Instance&)>& change) {
+  bool applied = false;
+  return UpdateIf(
+      key,
+      [&](Instance& i) {
+        change(i);
+        return true;
+      },
+      &applied);
+}
+
+Status Controller::UpdateIf(const InstanceKey& key, const std::function<bool(Instance&)>& change,
+                            bool* applied) {
+  *applied = false;
   std::lock_guard stripe(StripeFor(key));
   std::optional<Instance> current = store_.GetInstance(key);
   if (!current) return Error{"instance " + key.ToString() + " no longer exists"};
   Instance next = *current;
-  change(next);
+  if (!change(next)) return {};
+  *applied = true;
   next.updatedAtMs = Now();
   if (Status s = store_.PutInstance(next); !s.ok()) return s;
   AccountUsage(&*current, &next);
@@ -304,7 +330,8 @@ void Controller::Resync() {
     }
     for (const auto& [id, status] : pool_status_) pools.insert(id);
   }
-  for (const auto& i : store_.ListInstances()) pools.insert({i.key.tenant, i.pool});
+  for (auto& [tenant, pool] : store_.ListPools())
+    pools.insert({std::move(tenant), std::move(pool)});
   for (const auto& [tenant, pool] : pools) queue_.Add(PoolQueueKey(tenant, pool));
 }
 
@@ -393,8 +420,23 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   if (!desired) return {};
   const manifests::Object* object = desired->Find(manifests::ObjectKey::PoolKey(tenant, pool));
   const manifests::Object* tenant_object = desired->Find(manifests::ObjectKey::TenantKey(tenant));
+  PlanInputs inputs;
+  {
+    auto held = [&](const manifests::ObjectKey& key) {
+      auto it = desired->objects.find(key);
+      return it == desired->objects.end() ? nullptr : it->second;
+    };
+    inputs.pool = held(manifests::ObjectKey::PoolKey(tenant, pool));
+    inputs.tenant = held(manifests::ObjectKey::TenantKey(tenant));
+    std::shared_lock lock(mu_);
+    auto v = pool_versions_.find({tenant, pool});
+    if (v != pool_versions_.end()) inputs.poolVersion = v->second;
+    auto u = usage_versions_.find(tenant);
+    if (u != usage_versions_.end()) inputs.tenantVersion = u->second;
+    auto memo = settled_plans_.find({tenant, pool});
+    if (memo != settled_plans_.end() && memo->second == inputs) return {};  // nothing to do
+  }
 
-  std::vector<Instance> instances = store_.ListPool(tenant, pool);
   PlanInput in;
   in.tenant = tenant;
   in.pool = pool;
@@ -411,9 +453,13 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
     auto r = usage_releases_.find(tenant);
     if (r != usage_releases_.end()) releases = r->second;
   }
+  // The tenant's usage is read before the pool's instances: a worker finishing an action in
+  // between only lowers an instance's footprint, so `others` errs high (refuses, then the
+  // release replans), never low. Workers never raise one (the intent is checked, see below).
+  std::vector<Instance> instances = store_.ListPool(tenant, pool);
   for (const auto& i : instances) {
     in.instances.push_back(&i);
-    if (i.spec) in.others -= Footprint(*i.spec, i.state, i.target);
+    if (i.spec) in.others -= Footprint(*i.spec, i.state, i.target, i.pending);
   }
   Plan plan = PlanPool(in);
   if (!plan.quotaMessage.empty()) {
@@ -428,12 +474,60 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
     if (again) queue_.Add(PoolQueueKey(tenant, pool));
   }
 
+  // Apply the plan. Its quota decisions assumed the instances as read above; a worker may have
+  // moved one since. A retarget is written only when it adds to the tenant's usage no more than
+  // planned (checked atomically with the write). Retargets that add nothing go first; once one
+  // is refused, the rest that add, and the creations, wait for the replan queued here.
+  std::map<std::string, const Instance*> read;
+  for (const auto& i : instances) read.emplace(i.key.name, &i);
+  auto delta = [](const Instance& i, S target) {
+    if (!i.spec) return TenantUsage{};
+    TenantUsage d = Footprint(*i.spec, i.state, target, i.pending);
+    d -= Footprint(*i.spec, i.state, i.target, i.pending);
+    return d;
+  };
+  auto adds = [](const TenantUsage& d) {
+    return d.vcpus > 0 || d.memoryMiB > 0 || d.diskMiB > 0 || d.running > 0 || d.warm > 0 ||
+           d.sleeping > 0;
+  };
+  auto within = [](const TenantUsage& d, const TenantUsage& planned) {
+    return d.vcpus <= planned.vcpus && d.memoryMiB <= planned.memoryMiB &&
+           d.diskMiB <= planned.diskMiB && d.running <= planned.running && d.warm <= planned.warm &&
+           d.sleeping <= planned.sleeping;
+  };
+  std::vector<std::pair<InstanceKey, S>> ordered;
+  std::vector<TenantUsage> planned_delta;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& [key, target] : plan.retarget) {
+      auto it = read.find(key.name);
+      TenantUsage d = it != read.end() ? delta(*it->second, target) : TenantUsage{};
+      if (adds(d) == (pass == 1)) {
+        ordered.emplace_back(key, target);
+        planned_delta.push_back(d);
+      }
+    }
+  }
   Status result;
-  for (const auto& [key, target] : plan.retarget) {
+  bool refused = false;
+  for (size_t n = 0; n < ordered.size(); ++n) {
+    const auto& [key, target] = ordered[n];
+    if (refused && adds(planned_delta[n])) continue;
     S new_target = target;
-    Status s = Update(key, [&](Instance& i) { i.target = new_target; });
+    bool applied = false;
+    Status s = UpdateIf(
+        key,
+        [&](Instance& i) {
+          if (!within(delta(i, new_target), planned_delta[n])) return false;
+          i.target = new_target;
+          return true;
+        },
+        &applied);
     if (!s.ok()) {
       result = s;
+      continue;
+    }
+    if (!applied) {
+      refused = true;
       continue;
     }
     if (new_target == S::kDestroyed && !object) {
@@ -441,7 +535,11 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
     }
     queue_.Add(InstanceQueueKey(key));
   }
-  if (object) {
+  if (refused) {
+    spdlog::debug("pool {}/{}: instances moved while planning; planning again", tenant, pool);
+    queue_.Add(PoolQueueKey(tenant, pool));
+  }
+  if (object && !refused) {
     auto spec = std::make_shared<const manifests::PoolSpec>(*object->pool());
     for (S target : plan.create) {
       Instance i;
@@ -469,6 +567,18 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
     queue_.AddAfter(PoolQueueKey(tenant, pool), std::chrono::milliseconds(plan.requeueAfterMs));
   }
   UpdatePoolStatus(tenant, pool, object, plan);
+  {
+    // Remember a plan that changed nothing and waits for nothing (inputs read before the
+    // instances were, so any write since makes them differ); forget any other.
+    bool settled = result.ok() && !refused && plan.retarget.empty() && plan.create.empty() &&
+                   plan.requeueAfterMs == 0 && plan.quotaMessage.empty() && object;
+    std::unique_lock lock(mu_);
+    if (settled) {
+      settled_plans_[{tenant, pool}] = std::move(inputs);
+    } else {
+      settled_plans_.erase({tenant, pool});
+    }
+  }
   return result;
 }
 
@@ -596,8 +706,27 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
   }
 
   // Intent first: after a crash, Adopt() resolves what happened from this record.
+  // The record must still be the one the action was chosen from: a pool plan that retargeted
+  // the instance since then counted its quota without this action (see Footprint).
   Action act = *action;
-  if (Status s = Update(key, [&](Instance& i) { i.pending = act; }); !s.ok()) return s;
+  bool intended = false;
+  if (Status s = UpdateIf(
+          key,
+          [&](Instance& i) {
+            if (i.state != inst.state || i.target != inst.target || i.pending != inst.pending) {
+              return false;
+            }
+            i.pending = act;
+            return true;
+          },
+          &intended);
+      !s.ok()) {
+    return s;
+  }
+  if (!intended) {
+    queue_.Add(InstanceQueueKey(key));  // changed under us: decide again from the new record
+    return {};
+  }
 
   Status outcome;
   VmmHandle handle = inst.handle;
@@ -691,6 +820,9 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
     return {};
   }
   S reached = *next;
+  // The audit entry is queued ahead of the done record and committed with it (one wait).
+  store_.AuditQueued(key.tenant, "mvmd", "instance." + std::string(ActionName(act)), name,
+                     std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));
   Status s = Update(key, [&](Instance& i) {
     i.state = reached;
     i.stateSinceMs = Now();
@@ -701,8 +833,6 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
     i.lastError.clear();
   });
   if (!s.ok()) return s;
-  Audit(key.tenant, "instance." + std::string(ActionName(act)), name,
-        std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));
   Emit("Instance", name, EventType::kNormal, DoneReason(act),
        std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));
   // Not there yet: take the next step. Either way the pool may decide something new.

@@ -113,6 +113,10 @@ class Controller final : public StatusView {
 
   // Read-modify-write of one instance record under its stripe lock; keeps tenant usage exact.
   Status Update(const InstanceKey& key, const std::function<void(Instance&)>& change);
+  // Like Update, but `change` may decline (return false) after looking at the current record:
+  // nothing is written and *applied is false. The check and the write are atomic per instance.
+  Status UpdateIf(const InstanceKey& key, const std::function<bool(Instance&)>& change,
+                  bool* applied);
   Status Insert(const Instance& instance);
   Status Remove(const Instance& instance);
   void AccountUsage(const Instance* before, const Instance* after);
@@ -148,6 +152,18 @@ class Controller final : public StatusView {
   std::map<std::string, std::set<std::string>> quota_blocked_;
   std::map<std::string, uint64_t> usage_releases_;
   std::map<std::string, int64_t> tenant_first_seen_;
+  // Versions of what a pool plan reads: bumped on every write to one of the pool's instances,
+  // and on every change of a tenant's usage. A pool whose last plan changed nothing and had no
+  // timer is skipped while its inputs (these versions and its and its tenant's manifest
+  // objects) are unchanged: PlanPool is a pure function of them, and time only shortens waits.
+  struct PlanInputs {
+    manifests::ObjectPtr pool, tenant;  // held, so a pointer is never reused while compared
+    uint64_t poolVersion = 0, tenantVersion = 0;
+    bool operator==(const PlanInputs&) const = default;
+  };
+  std::map<PoolId, uint64_t> pool_versions_;
+  std::map<std::string, uint64_t> usage_versions_;
+  std::map<PoolId, PlanInputs> settled_plans_;
 
   std::string TemplateHash(const manifests::Object& pool);
   std::mutex template_mu_;

@@ -66,7 +66,7 @@ class Planner {
 
     usage_ = in_.others;
     for (const Instance* i : in_.instances) {
-      usage_ += Footprint(SpecOf(*i), i->state, i->target);
+      usage_ += Footprint(SpecOf(*i), i->state, i->target, i->pending);
       if (i->target == S::kDestroyed) continue;  // leaving: never revived
       Work w;
       w.inst = i;
@@ -76,6 +76,8 @@ class Planner {
       work_.push_back(w);
     }
 
+    const bool rolling_now =
+        std::any_of(work_.begin(), work_.end(), [](const Work& w) { return !w.current; });
     const std::array<std::pair<S, int>, 3> slots = {
         {{S::kRunning, r.running}, {S::kWarm, r.warm}, {S::kSleeping, r.sleeping}}};
     std::optional<S> first_old_slot;
@@ -87,11 +89,13 @@ class Planner {
         for (auto& w : work_) {
           if (!w.assigned && in_group(w)) candidates.push_back(&w);
         }
+        // An instance already targeting the slot keeps it (moving another one there would
+        // move two); among the rest the fastest source wins, then the oldest.
         std::stable_sort(candidates.begin(), candidates.end(), [&](Work* a, Work* b) {
-          int ra = SourceRank(slot, a->inst->state), rb = SourceRank(slot, b->inst->state);
-          if (ra != rb) return ra < rb;
           bool ta = a->target == slot, tb = b->target == slot;
           if (ta != tb) return ta;
+          int ra = SourceRank(slot, a->inst->state), rb = SourceRank(slot, b->inst->state);
+          if (ra != rb) return ra < rb;
           return a->inst->createdAtMs < b->inst->createdAtMs;
         });
         for (Work* w : candidates) {
@@ -107,7 +111,14 @@ class Planner {
           if (!w->current && !first_old_slot) first_old_slot = slot;
         }
       };
-      fill([](const Work& w) { return w.current && (w.settled || w.inst->failed); });
+      // Outside a rolling update, an instance already on its way to this slot keeps it ahead
+      // of settled ones (else a settled Sleeping one takes a Warm slot from an instance waking
+      // towards it, and the two swap for ever). During one, only settled instances go first:
+      // the old ones hold their slots until the surge has settled (max unavailable 0).
+      fill([&](const Work& w) {
+        return w.current &&
+               (w.settled || w.inst->failed || (!rolling_now && w.inst->target == slot));
+      });
       fill([](const Work& w) { return !w.current && !w.inst->failed; });
       fill([](const Work& w) { return w.current && !w.settled && !w.inst->failed; });
       if (!waiting) {
@@ -207,8 +218,8 @@ class Planner {
   bool SetTarget(Work& w, S target) {
     if (w.target == target) return true;
     const manifests::PoolSpec& spec = SpecOf(*w.inst);
-    TenantUsage before = Footprint(spec, w.inst->state, w.target);
-    TenantUsage after = Footprint(spec, w.inst->state, target);
+    TenantUsage before = Footprint(spec, w.inst->state, w.target, w.inst->pending);
+    TenantUsage after = Footprint(spec, w.inst->state, target, w.inst->pending);
     if (!Admit(before, after)) return false;
     w.target = target;
     if (target != w.inst->target) {
@@ -262,17 +273,37 @@ class Planner {
 
 }  // namespace
 
-TenantUsage Footprint(const manifests::PoolSpec& spec, InstanceState state, InstanceState target) {
+TenantUsage Footprint(const manifests::PoolSpec& spec, InstanceState state, InstanceState target,
+                      std::optional<Action> pending) {
   TenantUsage u;
   if (state == S::kDestroyed) return u;
-  if (HoldsProcess(state) || HoldsProcess(target)) {
-    u.vcpus = spec.resources.vcpus;
-    u.memoryMiB = spec.resources.memoryMiB;
-  }
   u.diskMiB = spec.resources.diskMiB;
-  u.running = state == S::kRunning || target == S::kRunning;
-  u.warm = state == S::kWarm || target == S::kWarm;
-  u.sleeping = state == S::kSleeping || target == S::kSleeping;
+  auto visit = [&](S s) {
+    if (HoldsProcess(s)) {
+      u.vcpus = spec.resources.vcpus;
+      u.memoryMiB = spec.resources.memoryMiB;
+    }
+    u.running |= s == S::kRunning;
+    u.warm |= s == S::kWarm;
+    u.sleeping |= s == S::kSleeping;
+  };
+  // Every state on the way: the one it is in, the one an action in flight leads to, then each
+  // state NextAction passes through to the target (a boot towards Warm runs unpaused first).
+  auto walk = [&](S from) {
+    visit(from);
+    for (int step = 0; step < 8; ++step) {
+      std::optional<Action> next = NextAction(from, target);
+      if (!next) break;
+      std::optional<S> to = Transition(from, *next);
+      if (!to) break;
+      from = *to;
+      visit(from);
+    }
+  };
+  walk(state);
+  if (pending) {
+    if (std::optional<S> after = Transition(state, *pending)) walk(*after);
+  }
   return u;
 }
 

@@ -9,11 +9,13 @@
 //       Running ← Running, Warm (resume), Sleeping (wake), Ready/Stopped (boot), Created
 //       Warm    ← Warm, Running (pause), Sleeping, Ready/Stopped, Created
 //       Sleeping← Sleeping, Warm (snapshot), Running, Ready/Stopped, Created
-//     Ties go to the instance already targeting that state, then the oldest.
+//     An instance already targeting that state keeps its slot ahead of faster sources (no swap
+//     of two instances mid-way); the rest go fastest source first, then oldest.
 //  2. Rolling update (max surge 1, max unavailable 0). Instances on the pool's current template
 //     hash (PlanInput::templateHash) that are settled (at their target, not failed) fill slots
-//     first, then instances on an older spec, then current-spec instances still on their way, then
-//     new instances. While older-spec instances hold slots and every current-spec instance is
+//     first (outside a rolling update, so do current-spec instances already on their way to the
+//     slot), then instances on an older spec, then current-spec instances still on their way,
+//     then new instances. While older-spec instances hold slots and every current-spec instance is
 //     settled, one extra current-spec instance (the surge) is created for the first such slot; when
 //     it has settled, it takes the slot and the old instance is destroyed. One at a time.
 //  3. Scale-down. A surplus instance on the current spec cools down instead of vanishing when
@@ -23,8 +25,8 @@
 //     destroyed. Nothing leaves Running before minRunningSeconds in Running, nor Warm (except
 //     to Running) before minWarmSeconds in Warm. Surplus older-spec instances are destroyed.
 //     Every wait is returned as requeueAfterMs, the time until the earliest one ends.
-//  4. Quota. An instance's usage is the larger of what its state and its target hold (vcpus and
-//     memory while Running or Warm, disk while it exists, one count of its state or target).
+//  4. Quota. An instance's usage is what every state it may pass through holds (see Footprint:
+//     its state, the result of an action in flight, the states on the way to its target).
 //     A decision that would raise the tenant's usage above its quota is not taken; the plan
 //     says why in quotaMessage. Decisions that lower usage are always taken.
 //  5. Prune. A pool gone from the manifests has every instance targeted Destroyed when pruning
@@ -33,6 +35,7 @@
 //  unless they are on an older spec, in which case they are replaced first.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,8 +46,13 @@
 
 namespace mvm::controller {
 
-// What an instance holds of its tenant's quota: the larger of its state's and target's needs.
-TenantUsage Footprint(const manifests::PoolSpec& spec, InstanceState state, InstanceState target);
+// What an instance holds of its tenant's quota: the needs of every state it is in or may pass
+// through: its state, the result of the action in flight (`pending`), and each state on the
+// way from there to its target (a fresh boot towards Warm or Sleeping runs unpaused first, a
+// wake towards Warm too). Counts are 0/1 per state kind; vcpus and memory while any of those
+// states holds a VMM process; disk while it exists.
+TenantUsage Footprint(const manifests::PoolSpec& spec, InstanceState state, InstanceState target,
+                      std::optional<Action> pending = std::nullopt);
 TenantUsage& operator+=(TenantUsage& a, const TenantUsage& b);
 TenantUsage& operator-=(TenantUsage& a, const TenantUsage& b);
 // Empty when `usage` fits `quota`; else the first limit it breaks, e.g. "running 5 > quota 4".

@@ -109,7 +109,8 @@ constexpr int64_t kEventTtlMs = 24LL * 3600 * 1000;
 constexpr int64_t kEventExpiryIntervalMs = 60 * 1000;
 constexpr int kBusyTimeoutMs = 5000;
 constexpr std::size_t kMaxQueuedOps = 4096;
-constexpr std::size_t kMaxBatch = 1024;  // ops one transaction takes in while it runs
+constexpr std::size_t kMaxBatch = 1024;               // ops one transaction takes in while it runs
+constexpr std::chrono::milliseconds kFlushLinger{2};  // see FlusherLoop
 // WAL pages between automatic checkpoints (default 1000): fewer checkpoints, each writing back
 // a page once however often it changed (each checkpoint also costs two fsyncs).
 constexpr int kWalAutocheckpointPages = 4096;
@@ -444,6 +445,17 @@ class SqliteStore final : public Store {
     for (const Instance* instance : p->second) fn(*instance);
   }
 
+  std::vector<std::pair<std::string, std::string>> ListPools() const override {
+    std::shared_lock lock(mu_);
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [tenant, pools] : pools_) {
+      for (const auto& [pool, members] : pools) {
+        if (!members.empty()) out.emplace_back(tenant, pool);
+      }
+    }
+    return out;
+  }
+
   size_t InstanceCount() const override {
     std::shared_lock lock(mu_);
     return instances_.size();
@@ -536,13 +548,30 @@ class SqliteStore final : public Store {
   Status Audit(const std::string& tenant, const std::string& actor, const std::string& action,
                const std::string& object, const std::string& detail) override {
     if (tenant.empty()) return Error{"an audit entry needs a tenant"};
+    return SubmitAndWait(AuditOpFor(tenant, actor, action, object, detail));
+  }
+
+  void AuditQueued(const std::string& tenant, const std::string& actor, const std::string& action,
+                   const std::string& object, const std::string& detail) override {
+    if (tenant.empty()) {
+      spdlog::error("store: audit entry {} {} without a tenant dropped", action, object);
+      return;
+    }
+    // Failures are logged by whoever commits it (LogIfUnwaited).
+    [[maybe_unused]] const Status queued =
+        Submit(AuditOpFor(tenant, actor, action, object, detail), /*wait=*/false);
+  }
+
+  static OpPtr AuditOpFor(const std::string& tenant, const std::string& actor,
+                          const std::string& action, const std::string& object,
+                          const std::string& detail) {
     AuditEntry entry;
     entry.tenant = tenant;
     entry.actor = actor;
     entry.action = action;
     entry.object = object;
     entry.detail = detail;
-    return SubmitAndWait(std::make_shared<Op>(AuditOp{std::move(entry)}));
+    return std::make_shared<Op>(AuditOp{std::move(entry)});
   }
 
   std::vector<AuditEntry> AuditLog(const std::string& tenant) const override {
@@ -680,10 +709,18 @@ class SqliteStore final : public Store {
     if (!queue_.empty() && queued_waiters_ == 0) flush_cv_.notify_one();
   }
 
+  // Commits ops nobody waits for (events, queued audit entries) when no writer does. It lingers
+  // kFlushLinger first: a write that someone waits for usually comes along and takes them into
+  // its transaction (a controller transition queues its audit entry and events just before or
+  // after its done record), saving a transaction each.
   void FlusherLoop() {
     std::unique_lock lock(queue_mu_);
     for (;;) {
       flush_cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !leader_active_); });
+      if (!stopping_) {
+        flush_cv_.wait_for(lock, kFlushLinger,
+                           [&] { return stopping_ || queue_.empty() || leader_active_; });
+      }
       if (!queue_.empty() && !leader_active_) {
         Lead(lock);
       } else if (stopping_) {
@@ -700,7 +737,7 @@ class SqliteStore final : public Store {
     RollbackAndReload();
     if (batch.size() == 1) {
       batch.front()->status = Error{failure};
-      LogIfEvent(*batch.front());
+      LogIfUnwaited(*batch.front());
       return;
     }
     for (const OpPtr& op : batch) {
@@ -709,14 +746,17 @@ class SqliteStore final : public Store {
       if (RunTransaction(alone, /*late_join=*/false, why)) continue;
       RollbackAndReload();
       op->status = Error{why};
-      LogIfEvent(*op);
+      LogIfUnwaited(*op);
     }
   }
 
-  static void LogIfEvent(const Op& op) {
+  static void LogIfUnwaited(const Op& op) {
     if (const auto* e = std::get_if<EventOp>(&op.work)) {
       spdlog::warn("store: event {} {}/{} not recorded: {}", e->event.reason, e->event.objectKind,
                    e->event.objectKey, op.status.error().message);
+    } else if (const auto* a = std::get_if<AuditOp>(&op.work); a && !op.waiter) {
+      spdlog::error("store: audit entry {} {} of tenant {} not recorded: {}", a->entry.action,
+                    a->entry.object, a->entry.tenant, op.status.error().message);
     }
   }
 

@@ -69,6 +69,8 @@ class Store {
   // fn must not call back into the store.
   virtual void ForEachInPool(const std::string& tenant, const std::string& pool,
                              const std::function<void(const Instance&)>& fn) const = 0;
+  // Every (tenant, pool) that has at least one instance recorded.
+  virtual std::vector<std::pair<std::string, std::string>> ListPools() const = 0;
   virtual size_t InstanceCount() const = 0;
   virtual Status PutInstance(const Instance& instance) = 0;  // insert or replace
   virtual Status DeleteInstance(const InstanceKey& key) = 0;
@@ -92,6 +94,12 @@ class Store {
   virtual Status Audit(const std::string& tenant, const std::string& actor,
                        const std::string& action, const std::string& object,
                        const std::string& detail) = 0;
+  // Audit without waiting: queued in order with the writes, so it is durable once any write
+  // submitted after it has returned (and committed by the flusher when none comes); a failure
+  // is logged. For an entry that goes with a write the caller waits for anyway.
+  virtual void AuditQueued(const std::string& tenant, const std::string& actor,
+                           const std::string& action, const std::string& object,
+                           const std::string& detail) = 0;
   virtual std::vector<AuditEntry> AuditLog(const std::string& tenant) const = 0;
   virtual AuditVerification VerifyAudit(const std::string& tenant) const = 0;
 };

@@ -38,6 +38,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 section "build + ctest (TSan: concurrency tests)"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMVM_TSAN=ON -DMVM_BENCH=OFF >/dev/null
 cmake --build build-tsan -j"$JOBS" --target workqueue_test watcher_test store_test controller_test \
+  controller_property_test \
   api_test
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   ctest --test-dir build-tsan --output-on-failure -j"$JOBS" -L concurrency

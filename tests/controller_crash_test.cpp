@@ -55,6 +55,9 @@ class CrashingStore final : public Store {
       : real_(std::move(real)), plan_(plan) {}
 
   std::vector<Instance> ListInstances() const override { return real_->ListInstances(); }
+  std::vector<std::pair<std::string, std::string>> ListPools() const override {
+    return real_->ListPools();
+  }
   std::vector<Instance> ListPool(const std::string& tenant,
                                  const std::string& pool) const override {
     return real_->ListPool(tenant, pool);
@@ -105,6 +108,12 @@ class CrashingStore final : public Store {
                const std::string& object, const std::string& detail) override {
     if (!Write("Audit " + action + " " + object)) return {};
     return real_->Audit(tenant, actor, action, object, detail);
+  }
+  void AuditQueued(const std::string& tenant, const std::string& actor, const std::string& action,
+                   const std::string& object, const std::string& detail) override {
+    if (Write("Audit " + action + " " + object)) {
+      real_->AuditQueued(tenant, actor, action, object, detail);
+    }
   }
   std::vector<AuditEntry> AuditLog(const std::string& tenant) const override {
     return real_->AuditLog(tenant);

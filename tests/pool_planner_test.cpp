@@ -196,8 +196,34 @@ TEST_F(PlannerTest, QuotaHoldsBackCreationsAndSaysWhy) {
   others_.running = 2;  // another pool of the tenant already runs two
   SetSpec(3, 1, 0);
   Plan plan = Run();
-  EXPECT_THAT(plan.create, ElementsAre(S::kRunning, S::kWarm));
+  // One more Running fits; the Warm one would boot (run) before pausing: no room for that.
+  EXPECT_THAT(plan.create, ElementsAre(S::kRunning));
   EXPECT_EQ(plan.quotaMessage, "tenant acme quota: running 4 > quota 3");
+}
+
+TEST_F(PlannerTest, FootprintCountsEveryStateOnTheWay) {
+  manifests::PoolSpec spec;
+  spec.resources.vcpus = 2;
+  spec.resources.memoryMiB = 256;
+  spec.resources.diskMiB = 100;
+  auto counts = [](const TenantUsage& u) { return Counts{u.running, u.warm, u.sleeping}; };
+  // A fresh boot towards Sleeping runs, pauses, then snapshots.
+  EXPECT_EQ(counts(Footprint(spec, S::kCreated, S::kSleeping)), (Counts{1, 1, 1}));
+  EXPECT_EQ(Footprint(spec, S::kCreated, S::kSleeping).vcpus, 2);
+  // A wake towards Warm runs first; a Warm instance put to sleep holds no Running.
+  EXPECT_EQ(counts(Footprint(spec, S::kSleeping, S::kWarm)), (Counts{1, 1, 1}));
+  EXPECT_EQ(counts(Footprint(spec, S::kWarm, S::kSleeping)), (Counts{0, 1, 1}));
+  // Settled Sleeping: no VMM, so no vcpus or memory; disk while it exists.
+  TenantUsage sleeping = Footprint(spec, S::kSleeping, S::kSleeping);
+  EXPECT_EQ(counts(sleeping), (Counts{0, 0, 1}));
+  EXPECT_EQ(sleeping.vcpus, 0);
+  EXPECT_EQ(sleeping.diskMiB, 100);
+  // The action in flight counts: a Sleep under way still leads to Sleeping when retargeted Warm.
+  EXPECT_EQ(counts(Footprint(spec, S::kWarm, S::kWarm, Action::kSleep)), (Counts{1, 1, 1}));
+  EXPECT_EQ(counts(Footprint(spec, S::kWarm, S::kWarm)), (Counts{0, 1, 0}));
+  // Leaving: Destroy of a Running instance stops it first; a destroyed one holds nothing.
+  EXPECT_EQ(counts(Footprint(spec, S::kRunning, S::kDestroyed)), (Counts{1, 0, 0}));
+  EXPECT_EQ(Footprint(spec, S::kDestroyed, S::kDestroyed).diskMiB, 0);
 }
 
 TEST_F(PlannerTest, QuotaCountsVcpusOfRunningAndWarm) {
