@@ -474,6 +474,8 @@ void ApiServer::Impl::GetConsole(const httplib::Request& req, httplib::Response&
   }
   const bool follow = follow_text == "true";
 
+  // Read before looking the instance up: its removal after this moves the number (see Watch).
+  const uint64_t seq = view_.ChangeSeq();
   std::optional<Instance> instance = FindInstance(key);
   if (!instance) return ReplyError(res, 404, "instance " + key.ToString() + " not found");
   std::optional<std::filesystem::path> path = ConsolePath(*instance, options_.instancesDir);
@@ -502,7 +504,7 @@ void ApiServer::Impl::GetConsole(const httplib::Request& req, httplib::Response&
   }
   // From here the stream owns the slot taken above (see Watch).
   auto stream = std::make_shared<ConsoleStream>(this, key, std::move(*file), std::move(text));
-  stream->seq = view_.ChangeSeq();
+  stream->seq = seq;
   res.set_chunked_content_provider("text/plain; charset=utf-8",
                                    [this, stream](size_t, httplib::DataSink& sink) {
                                      try {
