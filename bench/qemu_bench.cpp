@@ -199,6 +199,14 @@ Result<ProcessIdentity> SpawnQemu(const mvm::runtime::QemuVmm& vmm, const VmmTar
   return mvm::runtime::SpawnDetached({*argv, paths.qemuLog, paths.dir});
 }
 
+// A guest whose host just left mvm.ctl notices it only when it next reads the port; then it polls
+// every 0.2 s (hack/guest/init). A VM frozen before that wakes straight into the next request, one
+// frozen in the poll first sleeps out its 0.2 s. Every path waits this long before a sleep, so that
+// each freezes its guest in the same idle poll.
+void SettleGuestCtl() {
+  std::this_thread::sleep_for(milliseconds(300));
+}
+
 // Polls `query` every 2 ms until it returns true; the error of the first failed query.
 Status PollUntil(const std::function<Result<bool>()>& query, Clock::time_point by,
                  const std::string& what) {
@@ -258,6 +266,7 @@ Status RawRun(const mvm::runtime::QemuVmm& vmm, const VmmTarget& target, int opR
   std::error_code ec;
   fs::create_directories(paths.snapshots, ec);
   for (int cycle = 0; cycle < cycles; ++cycle) {
+    SettleGuestCtl();
     if (auto r = live->Execute("stop", Json::Value(), kQmpTimeout); !r.ok()) {
       return fail("stop", r.error());
     }
@@ -337,6 +346,7 @@ Status DriverRun(mvm::runtime::QemuVmm& vmm, VmmTarget target, int opReps, int c
     if (Status s = timed(out.resume, [&] { return vmm.Resume(target); }); !s.ok()) return s;
   }
   for (int cycle = 0; cycle < cycles; ++cycle) {
+    SettleGuestCtl();
     if (Status s = vmm.Pause(target); !s.ok()) return s;
     if (Status s = timed(out.sleep, [&] { return vmm.Sleep(target); }); !s.ok()) return s;
     target.handle = {};
@@ -590,6 +600,7 @@ Status MvmdRun(Mvmd& mvmd, int run, int cycles, Samples& out, Reaper& reaper) {
     out.bootOwn.push_back(out.boot.back() - *own);
   }
   for (int cycle = 0; cycle < cycles; ++cycle) {
+    SettleGuestCtl();
     if (Status s = step(&out.pause, 0, 1, 0, "Warm"); !s.ok()) return s;
     if (Status s = step(&out.resume, 1, 0, 0, "Running"); !s.ok()) return s;
     if (Status s = step(nullptr, 0, 1, 0, "Warm"); !s.ok()) return s;
