@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -21,6 +22,7 @@
 
 #include "common/unique_fd.h"
 #include "controller/api_json.h"
+#include "controller/console_file.h"
 
 namespace mvm::controller {
 namespace {
@@ -70,6 +72,39 @@ std::string WatchLine(const char* type, const Json::Value& object) {
   line["type"] = type;
   line["object"] = object;
   return api::WriteCompact(line) + "\n";
+}
+
+constexpr size_t kConsoleDefaultBytes = size_t{1} << 20;
+constexpr size_t kConsoleMaxBytes = size_t{16} << 20;
+constexpr size_t kConsoleChunk = size_t{64} << 10;
+
+// A non-negative integer query parameter: nullopt when absent, an Error naming it when malformed
+// or outside [min, max].
+Result<std::optional<size_t>> CountParam(const httplib::Request& req, const char* name, size_t min,
+                                         size_t max) {
+  if (!req.has_param(name)) return std::optional<size_t>();
+  const std::string text = req.get_param_value(name);
+  size_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+    return Error{std::string(name) + " must be an integer from " + std::to_string(min) + " to " +
+                 std::to_string(max) + " (got \"" + text + "\")"};
+  }
+  return std::optional<size_t>(value);
+}
+
+// Where an instance's serial console is: the file its driver record names ("console" in the
+// handle data), else console.log in its instance directory (Controller's layout), or nothing.
+std::optional<std::filesystem::path> ConsolePath(const Instance& instance,
+                                                 const std::filesystem::path& instancesDir) {
+  Json::Value data;
+  if (!instance.handle.data.empty() && api::ParseJson(instance.handle.data, data) &&
+      data.isObject() && data["console"].isString() && !data["console"].asString().empty()) {
+    return std::filesystem::path(data["console"].asString());
+  }
+  if (instancesDir.empty()) return std::nullopt;
+  return instancesDir / instance.key.tenant / "pools" / instance.pool / "instances" /
+         instance.key.name / "console.log";
 }
 
 // Connects to an existing socket file to learn whether a server still answers there.
@@ -140,6 +175,18 @@ class ApiServer::Impl {
     ~Watch() { server->watches_.fetch_sub(1); }
   };
 
+  // The state of one followed console; like a Watch, it holds a watch slot while it lives.
+  struct ConsoleStream {
+    Impl* server;
+    InstanceKey key;
+    ConsoleFile file;
+    std::string initial;  // the tail sent first
+    bool started = false;
+    bool ended = false;  // the instance is gone: send what is left, then end
+    uint64_t seq = 0;
+    ~ConsoleStream() { server->watches_.fetch_sub(1); }
+  };
+
   Status FixSocketFile();
   void StopLocked();
   void Route();
@@ -149,6 +196,9 @@ class ApiServer::Impl {
   void GetPool(const std::string& tenant, const std::string& name, httplib::Response& res) const;
   void GetInstance(const std::string& tenant, const std::string& name,
                    httplib::Response& res) const;
+  std::optional<Instance> FindInstance(const InstanceKey& key) const;
+  void GetConsole(const httplib::Request& req, httplib::Response& res);
+  bool ConsoleStep(ConsoleStream& stream, httplib::DataSink& sink);
   void StartWatch(const httplib::Request& req, httplib::Response& res);
   bool WatchStep(Watch& watch, httplib::DataSink& sink);
   bool WatchStepOrError(Watch& watch, httplib::DataSink& sink);
@@ -277,6 +327,9 @@ void ApiServer::Impl::Route() {
               [this](const httplib::Request& req, httplib::Response& res) {
                 GetInstance(req.matches[1], req.matches[2], res);
               });
+  server_.Get(
+      R"(/v1/instances/([^/]+)/([^/]+)/console)",
+      [this](const httplib::Request& req, httplib::Response& res) { GetConsole(req, res); });
   server_.Get("/v1/warnings", [this](const httplib::Request&, httplib::Response& res) {
     Json::Value body(Json::objectValue);
     body["items"] = Json::Value(Json::arrayValue);
@@ -392,16 +445,101 @@ void ApiServer::Impl::GetPool(const std::string& tenant, const std::string& name
   ReplyError(res, 404, "pool " + key + " not found");
 }
 
+std::optional<Instance> ApiServer::Impl::FindInstance(const InstanceKey& key) const {
+  for (auto& instance : view_.Instances()) {
+    if (instance.key == key) return std::move(instance);
+  }
+  return std::nullopt;
+}
+
 void ApiServer::Impl::GetInstance(const std::string& tenant, const std::string& name,
                                   httplib::Response& res) const {
   InstanceKey key{tenant, name};
-  for (const auto& instance : view_.Instances()) {
-    if (instance.key != key) continue;
-    Json::Value body = api::EncodeInstance(instance);
-    body["events"] = EventsJson(view_.Events("Instance", key.ToString()));
-    return Reply(res, 200, body);
+  std::optional<Instance> instance = FindInstance(key);
+  if (!instance) return ReplyError(res, 404, "instance " + key.ToString() + " not found");
+  Json::Value body = api::EncodeInstance(*instance);
+  body["events"] = EventsJson(view_.Events("Instance", key.ToString()));
+  Reply(res, 200, body);
+}
+
+void ApiServer::Impl::GetConsole(const httplib::Request& req, httplib::Response& res) {
+  InstanceKey key{req.matches[1], req.matches[2]};
+  auto tail_lines = CountParam(req, "tailLines", 0, SIZE_MAX);
+  if (!tail_lines.ok()) return ReplyError(res, 400, tail_lines.error().message);
+  auto limit = CountParam(req, "limitBytes", 1, kConsoleMaxBytes);
+  if (!limit.ok()) return ReplyError(res, 400, limit.error().message);
+  const std::string follow_text = req.get_param_value("follow");
+  if (follow_text != "" && follow_text != "true" && follow_text != "false") {
+    return ReplyError(res, 400, "follow must be true or false (got \"" + follow_text + "\")");
   }
-  ReplyError(res, 404, "instance " + key.ToString() + " not found");
+  const bool follow = follow_text == "true";
+
+  // Read before looking the instance up: its removal after this moves the number (see Watch).
+  const uint64_t seq = view_.ChangeSeq();
+  std::optional<Instance> instance = FindInstance(key);
+  if (!instance) return ReplyError(res, 404, "instance " + key.ToString() + " not found");
+  std::optional<std::filesystem::path> path = ConsolePath(*instance, options_.instancesDir);
+  if (!path) {
+    return ReplyError(res, 404, "instance " + key.ToString() + " has no console file");
+  }
+  Result<ConsoleFile> file = ConsoleFile::Open(*path);
+  if (!file.ok()) {
+    return ReplyError(res, 404,
+                      "instance " + key.ToString() + " has no console yet (state " +
+                          std::string(StateName(instance->state)) +
+                          "; its VMM writes one when it boots): " + file.error().message);
+  }
+  std::string text = file->Tail(limit->value_or(kConsoleDefaultBytes), *tail_lines);
+  res.set_header("Cache-Control", "no-store");
+  if (!follow) {
+    res.status = 200;
+    res.set_content(text, "text/plain; charset=utf-8");
+    return;
+  }
+  if (watches_.fetch_add(1) >= options_.maxWatches) {
+    watches_.fetch_sub(1);
+    return ReplyError(res, 503,
+                      "too many open watches and followed consoles (at most " +
+                          std::to_string(options_.maxWatches) + ")");
+  }
+  // From here the stream owns the slot taken above (see Watch).
+  auto stream = std::make_shared<ConsoleStream>(this, key, std::move(*file), std::move(text));
+  stream->seq = seq;
+  res.set_chunked_content_provider("text/plain; charset=utf-8",
+                                   [this, stream](size_t, httplib::DataSink& sink) {
+                                     try {
+                                       return ConsoleStep(*stream, sink);
+                                     } catch (const std::exception&) {
+                                       // Not into httplib's thread; a text stream has no room for
+                                       // an error object.
+                                       sink.done();
+                                       return true;
+                                     }
+                                   });
+}
+
+// Called by httplib in a loop, like WatchStep: one write per call, or the end of the stream.
+bool ApiServer::Impl::ConsoleStep(ConsoleStream& stream, httplib::DataSink& sink) {
+  if (!stream.started) {
+    stream.started = true;
+    if (!stream.initial.empty()) {
+      std::string initial = std::move(stream.initial);
+      return sink.write(initial.data(), initial.size());
+    }
+  }
+  while (!stopping_) {
+    std::string more = stream.file.ReadAppended(kConsoleChunk);
+    if (!more.empty()) return sink.write(more.data(), more.size());
+    if (stream.ended) break;
+    // Sleeps up to watchPoll; a change may be the instance's removal.
+    uint64_t seq = view_.WaitForChange(stream.seq, options_.watchPoll);
+    if (seq != stream.seq) {
+      stream.seq = seq;
+      stream.ended = !FindInstance(stream.key).has_value();
+    }
+  }
+  sink.done();
+  return true;
 }
 
 void ApiServer::Impl::StartWatch(const httplib::Request& req, httplib::Response& res) {

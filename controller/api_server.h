@@ -7,6 +7,9 @@
 //    naming the path. A socket left by a crashed mvmd (nobody accepts on it) is replaced; a
 //    socket a live server answers on, or a path that is not a socket, is left alone and Start()
 //    fails.
+//  - Consoles (GET /v1/instances/{t}/{n}/console) are read from the file the driver writes, with
+//    bounded answers (the last `limitBytes`, at most 16 MiB); a followed console is a stream that
+//    takes a watch slot and ends when its instance is gone or the server stops.
 //  - Watches (GET /v1/watch) send every current object, then only what changed, and never poll
 //    busily: they sleep in StatusView::WaitForChange. At most `maxWatches` run at once; more
 //    are answered 503 so plain requests always find a free thread.
@@ -24,6 +27,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +46,10 @@ struct ApiServerOptions {
   std::chrono::milliseconds watchPoll{100};         // bounds how long Stop() waits for a watch
   std::chrono::milliseconds watchHeartbeat{10000};  // blank line on an idle watch
   std::chrono::seconds keepAliveTimeout{1};         // idle keep-alive connections; bounds Stop()
+  // Where instance directories are (Controller::Options::instancesDir): an instance whose driver
+  // record names no console file has it at <instancesDir>/<t>/pools/<p>/instances/<n>/console.log.
+  // Empty: only consoles named in driver records are served.
+  std::filesystem::path instancesDir;
 };
 
 class ApiServer {

@@ -1,6 +1,7 @@
 // mvmctl: the operator's command line. `validate` checks manifests offline with exactly the
 // rules mvmd applies (same parser, schemas and cross-object checks); `get` and `describe` read
-// a running mvmd's status API over its Unix socket (docs/api.md).
+// a running mvmd's status API over its Unix socket, and `logs` prints an instance's serial
+// console from it (docs/api.md).
 //
 // Exit codes: 0 ok; 1 invalid manifests, not found, or mvmd unreachable / answering an error
 // (the message on stderr names the socket); 2 usage.
@@ -243,34 +244,42 @@ class ApiClient {
 
   const std::string& socket() const { return socket_; }
 
-  // GET `path`: the status and JSON body, or why mvmd could not be asked.
-  mvm::Result<Reply> Get(const std::string& path) const {
+  // GET `path`: the status and body as sent, or why mvmd could not be asked.
+  mvm::Result<std::pair<int, std::string>> GetText(const std::string& path) const {
     httplib::Client client(socket_);
     client.set_address_family(AF_UNIX);
     client.set_connection_timeout(5);
     client.set_read_timeout(30);
     httplib::Result result = client.Get(path.c_str());
     if (!result) return Unreachable(result.error());
+    return std::make_pair(result->status, std::move(result->body));
+  }
+
+  // GET `path`: the status and JSON body, or why mvmd could not be asked.
+  mvm::Result<Reply> Get(const std::string& path) const {
+    auto text = GetText(path);
+    if (!text) return text.error();
     Reply reply;
-    reply.status = result->status;
+    reply.status = text->first;
     std::string error;
-    if (!api::ParseJson(result->body, reply.body, &error)) {
+    if (!api::ParseJson(text->second, reply.body, &error)) {
       return mvm::Error{"mvmd at " + socket_ + " answered " + path +
                         " with invalid JSON: " + error};
     }
     return reply;
   }
 
-  // Streams GET `path`, calling `on_line` for each non-empty line until it returns false or the
-  // stream ends. Returns the error that ended it, if any.
-  std::optional<std::string> Stream(const std::string& path,
-                                    const std::function<bool(const std::string&)>& on_line) const {
+  // Streams GET `path`, handing every piece of a 200 body to `on_data` until it returns false or
+  // the stream ends; `read_timeout` bounds each wait for data. The error that ended it, if any;
+  // nullopt when `on_data` stopped it or mvmd ended the stream cleanly (then `*ended` is true).
+  std::optional<std::string> StreamRaw(const std::string& path, std::chrono::seconds read_timeout,
+                                       const std::function<bool(const char*, size_t)>& on_data,
+                                       bool* ended) const {
     httplib::Client client(socket_);
     client.set_address_family(AF_UNIX);
     client.set_connection_timeout(5);
-    client.set_read_timeout(60);  // mvmd sends a heartbeat every 10 s on a quiet watch
+    client.set_read_timeout(read_timeout.count());
     int status = 0;
-    std::string pending;
     std::string error_body;
     bool stopped = false;
     httplib::Result result = client.Get(
@@ -284,26 +293,40 @@ class ApiClient {
             error_body.append(data, length);
             return true;
           }
-          pending.append(data, length);
-          size_t start = 0;
-          for (size_t end; (end = pending.find('\n', start)) != std::string::npos;
-               start = end + 1) {
-            std::string line = pending.substr(start, end - start);
-            if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // heartbeat
-            if (!on_line(line)) {
-              stopped = true;
-              return false;
-            }
-          }
-          pending.erase(0, start);
-          return true;
+          stopped = !on_data(data, length);
+          return !stopped;
         });
+    *ended = false;
     if (stopped) return std::nullopt;
     if (status != 0 && status != 200) return ErrorText(status, error_body);
     if (!result) {
-      if (status == 200) return "the watch stream from mvmd at " + socket_ + " broke";
+      if (status == 200) return "the stream from mvmd at " + socket_ + " broke";
       return Unreachable(result.error()).message;
     }
+    *ended = true;
+    return std::nullopt;
+  }
+
+  // Streams GET `path`, calling `on_line` for each non-empty line until it returns false or the
+  // stream ends. Returns the error that ended it, if any.
+  std::optional<std::string> Stream(const std::string& path,
+                                    const std::function<bool(const std::string&)>& on_line) const {
+    std::string pending;
+    auto on_data = [&](const char* data, size_t length) {
+      pending.append(data, length);
+      size_t start = 0;
+      for (size_t end; (end = pending.find('\n', start)) != std::string::npos; start = end + 1) {
+        std::string line = pending.substr(start, end - start);
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // heartbeat
+        if (!on_line(line)) return false;
+      }
+      pending.erase(0, start);
+      return true;
+    };
+    bool ended = false;
+    // mvmd sends a heartbeat every 10 s on a quiet watch.
+    auto error = StreamRaw(path, std::chrono::seconds(60), on_data, &ended);
+    if (error || !ended) return error;
     return "mvmd at " + socket_ + " ended the watch (is it stopping?)";
   }
 
@@ -614,6 +637,44 @@ int Describe(const ApiClient& client, const std::string& kind, const std::string
   return kExitOk;
 }
 
+struct LogsArgs {
+  std::string name;
+  std::string tenant;
+  int64_t tail = -1;        // lines; -1: everything within the byte limit
+  int64_t limit_bytes = 0;  // 0: mvmd's default (1 MiB)
+  bool follow = false;
+};
+
+// Prints an instance's serial console; with --follow, then what the guest writes until the
+// instance is gone or mvmd stops (exit 0), or the stream breaks (exit 1).
+int Logs(const ApiClient& client, const LogsArgs& args) {
+  auto key = Resolve(client, Resource::kInstances, args.name, args.tenant);
+  if (auto* failure = std::get_if<Failure>(&key)) return Fail(*failure);
+  std::string path = DetailPath(Resource::kInstances, std::get<std::string>(key)) + "/console";
+  std::string query;
+  if (args.tail >= 0) query += "&tailLines=" + std::to_string(args.tail);
+  if (args.limit_bytes > 0) query += "&limitBytes=" + std::to_string(args.limit_bytes);
+  if (args.follow) query += "&follow=true";
+  if (!query.empty()) path += "?" + query.substr(1);
+  if (!args.follow) {
+    auto reply = client.GetText(path);
+    if (!reply) return Fail({reply.error().message});
+    if (reply->first != 200) return Fail({client.ErrorText(reply->first, reply->second)});
+    std::cout << reply->second << std::flush;
+    return kExitOk;
+  }
+  auto on_data = [](const char* data, size_t length) {
+    std::cout.write(data, static_cast<std::streamsize>(length));
+    std::cout.flush();
+    return static_cast<bool>(std::cout);
+  };
+  bool ended = false;
+  // A console may stay quiet for days; a read wait longer than this overflows httplib's poll().
+  auto error = client.StreamRaw(path, std::chrono::hours(24 * 24), on_data, &ended);
+  if (error) return Fail({*error});
+  return kExitOk;
+}
+
 std::string DefaultSocket() {
   const char* env = std::getenv("MVM_SOCKET");
   return env && *env ? env : "/run/mvm/api.sock";
@@ -669,6 +730,19 @@ int main(int argc, char** argv) {
   describe_cmd->add_option("name", describe_name, "NAME or TENANT/NAME")->required();
   describe_cmd->add_option("-t,--tenant", describe_tenant, "Tenant of NAME");
 
+  LogsArgs logs;
+  CLI::App* logs_cmd = app.add_subcommand("logs", "Print an instance's serial console");
+  logs_cmd->add_option("name", logs.name, "NAME or TENANT/NAME of the instance")->required();
+  logs_cmd->add_option("-t,--tenant", logs.tenant, "Tenant of NAME");
+  logs_cmd->add_option("--tail", logs.tail, "Only the last N lines (default: all)")
+      ->check(CLI::NonNegativeNumber);
+  logs_cmd
+      ->add_option("--limit-bytes", logs.limit_bytes,
+                   "Only the last N bytes (default 1 MiB, at most 16 MiB)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16} << 20));
+  logs_cmd->add_flag("-f,--follow", logs.follow,
+                     "Then print what the guest writes, until the instance is gone");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -680,5 +754,6 @@ int main(int argc, char** argv) {
   if (get_cmd->parsed()) return Get(client, get);
   if (describe_cmd->parsed())
     return Describe(client, describe_kind, describe_name, describe_tenant);
+  if (logs_cmd->parsed()) return Logs(client, logs);
   return kExitOk;
 }

@@ -130,6 +130,7 @@ int RunMvmd(int argc, char** argv, const VmmFactory& factory) {
 
   ApiServerOptions api_options;
   api_options.socketPath = f.socket;
+  api_options.instancesDir = options.instancesDir;
   api_options.socketMode = static_cast<mode_t>(std::stoul(f.socketMode, nullptr, 8));
   if (!f.socketGroup.empty()) {
     struct group* g = getgrnam(f.socketGroup.c_str());

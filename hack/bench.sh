@@ -14,6 +14,10 @@
 # json_pointer.hpp when it inlines it into manifests/schema.cpp at -O3 (RelWithDebInfo's -O2, the
 # configuration CI checks warnings in, is clean).
 #
+# qemu_bench boots real guests (15 under TCG, a few minutes; the guest image of
+# hack/build-guest-image.sh in $MVM_IMAGE_DIR or /var/lib/mvm/images): it exits 2 (a failure
+# here) where qemu or the image is missing.
+#
 # Timings on a shared machine are noisy: each benchmark reports medians of repeated runs, and
 # this script prints the load average before each one. Exit status: 0 when every benchmark ran
 # and met its targets, 1 when one missed a target or failed.
@@ -22,7 +26,7 @@ cd "$(dirname "$0")/.." || exit 1
 BUILD_DIR=${BUILD_DIR:-build-release}
 RESULTS_DIR=${RESULTS_DIR:-build/bench-results}
 JOBS=${JOBS:-$(nproc)}
-ALL=(parse_bench watch_bench workqueue_bench store_bench controller_bench)
+ALL=(parse_bench watch_bench workqueue_bench store_bench controller_bench qemu_bench)
 if [ "$#" -gt 0 ]; then BENCHES=("$@"); else BENCHES=("${ALL[@]}"); fi
 
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMVM_BENCH=ON -DMVM_WERROR=OFF \

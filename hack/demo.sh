@@ -59,6 +59,12 @@ echo "\$ mvmctl get pools,instances"
 echo
 echo "\$ mvmctl describe pool demo/hello"
 "${MVMCTL[@]}" describe pool demo/hello || true
+first=$("${MVMCTL[@]}" get instances -t demo 2>/dev/null | awk 'NR == 2 {print $1}')
+if [ -n "$first" ]; then
+  echo
+  echo "\$ mvmctl logs demo/$first --tail 5"
+  "${MVMCTL[@]}" logs "demo/$first" --tail 5 || true
+fi
 if [ "$ready" != 1 ]; then
   echo "the pool did not become Ready in time; mvmd log tail:"; tail -n 30 "$DEMO/mvmd.log"
   exit 1

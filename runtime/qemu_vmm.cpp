@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "runtime/disk.h"
 #include "runtime/files.h"
 #include "runtime/guest_ctl.h"
 #include "runtime/qmp_client.h"
@@ -431,8 +432,10 @@ Status QemuVmm::Prepare(const VmmTarget& target) {
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s;
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
-  // A fresh copy each time: Prepare also serves Rebuild (a new image revision).
-  if (Status s = SparseCopy(rootfs, paths.disk); !s.ok()) return s;
+  // A fresh copy each time: Prepare also serves Rebuild (a new image revision). Sized to
+  // resources.diskMiB (0: the image's size); a failure keeps the previous disk.
+  const auto disk_mib = static_cast<uint64_t>(std::max<int64_t>(0, target.spec->resources.diskMiB));
+  if (Status s = MakeInstanceDisk(rootfs, paths.disk, disk_mib << 20); !s.ok()) return s;
   return {};
 }
 

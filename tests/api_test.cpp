@@ -1,6 +1,7 @@
 // Tests of mvmd's status API (controller/api_server.h) over a real Unix socket, its JSON codec
 // (api_json.h) and mvmctl's formatting (cli_format.h).
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/socket.h>
@@ -12,6 +13,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -230,21 +233,33 @@ struct HttpReply {
   std::string contentType;
 };
 
-HttpReply Get(const std::string& socket, const std::string& path, const char* method = "GET") {
+struct TextReply {
+  int status = 0;
+  std::string body;
+  std::string contentType;
+};
+
+TextReply GetText(const std::string& socket, const std::string& path, const char* method = "GET") {
   httplib::Client client(socket);
   client.set_address_family(AF_UNIX);
   client.set_read_timeout(10);
   httplib::Result result =
       std::string(method) == "POST" ? client.Post(path.c_str()) : client.Get(path.c_str());
-  HttpReply reply;
   if (!result) {
     ADD_FAILURE() << "request " << path << " failed: " << httplib::to_string(result.error());
-    return reply;
+    return {};
   }
-  reply.status = result->status;
-  reply.contentType = result->get_header_value("Content-Type");
+  return {result->status, result->body, result->get_header_value("Content-Type")};
+}
+
+HttpReply Get(const std::string& socket, const std::string& path, const char* method = "GET") {
+  TextReply text = GetText(socket, path, method);
+  HttpReply reply;
+  reply.status = text.status;
+  reply.contentType = text.contentType;
+  if (text.status == 0) return reply;
   std::string error;
-  EXPECT_TRUE(api::ParseJson(result->body, reply.body, &error)) << result->body << error;
+  EXPECT_TRUE(api::ParseJson(text.body, reply.body, &error)) << text.body << error;
   return reply;
 }
 
@@ -284,22 +299,33 @@ class WatchStream {
     thread_.join();
   }
 
-  // The next non-blank line, or nullopt when none arrives within `timeout`.
-  std::optional<Json::Value> Next(std::chrono::milliseconds timeout = 5s) {
+  // The next line as sent (without its newline), or nullopt when none arrives within `timeout`.
+  std::optional<std::string> NextLine(std::chrono::milliseconds timeout = 5s) {
     std::unique_lock lock(mu_);
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
-      while (!lines_.empty()) {
+      if (!lines_.empty()) {
         std::string line = std::move(lines_.front());
         lines_.pop_front();
-        if (line.empty()) continue;  // heartbeat
-        Json::Value json;
-        EXPECT_TRUE(api::ParseJson(line, json)) << line;
-        return json;
+        return line;
       }
       if (ended_ || cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
         if (lines_.empty()) return std::nullopt;
       }
+    }
+  }
+  // The next non-blank line as JSON, or nullopt when none arrives within `timeout`.
+  std::optional<Json::Value> Next(std::chrono::milliseconds timeout = 5s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      std::optional<std::string> line = NextLine(std::max(left, 0ms));
+      if (!line) return std::nullopt;
+      if (line->empty()) continue;  // heartbeat
+      Json::Value json;
+      EXPECT_TRUE(api::ParseJson(*line, json)) << *line;
+      return json;
     }
   }
   // True once the stream has ended, waiting at most `timeout`.
@@ -696,6 +722,137 @@ TEST_F(ApiTest, Watch_UnknownResourceIs400) {
   EXPECT_EQ(r.status, 400);
   EXPECT_TRUE(r.body["error"].isString());
   EXPECT_EQ(Get(socket(), "/v1/watch").status, 400);
+}
+
+// --- Consoles ------------------------------------------------------------------------------
+
+class ConsoleTest : public ApiTest {
+ protected:
+  ApiServerOptions Options() {
+    ApiServerOptions options = ApiTest::Options();
+    options.instancesDir = dir_ / "tenants";
+    return options;
+  }
+  // Where the server looks for workers-a1's console (its handle data names none).
+  std::filesystem::path A1Console() const {
+    return dir_ / "tenants/acme/pools/workers/instances/workers-a1/console.log";
+  }
+  void Append(const std::filesystem::path& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary | std::ios::app);
+    out << text;
+    ASSERT_TRUE(out.good()) << path;
+  }
+};
+
+TEST_F(ConsoleTest, Console_ServesTheInstanceDirectoryFileCutToTailLinesAndLimitBytes) {
+  StartServer(Options());
+  std::string all;
+  for (int i = 1; i <= 10; ++i) all += "line " + std::to_string(i) + "\n";
+  testing::WriteFile(A1Console(), all);
+  const std::string base = "/v1/instances/acme/workers-a1/console";
+
+  TextReply whole = GetText(socket(), base);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  EXPECT_EQ(whole.body, all);
+  EXPECT_EQ(whole.contentType, "text/plain; charset=utf-8");
+  EXPECT_EQ(GetText(socket(), base + "?tailLines=3").body, "line 8\nline 9\nline 10\n");
+  EXPECT_EQ(GetText(socket(), base + "?tailLines=0").body, "");
+  EXPECT_EQ(GetText(socket(), base + "?tailLines=99").body, all);
+  // The last 10 bytes are "9\nline 10\n": the cut line "9" is dropped.
+  EXPECT_EQ(GetText(socket(), base + "?limitBytes=10").body, "line 10\n");
+  EXPECT_EQ(GetText(socket(), base + "?limitBytes=4").body, " 10\n") << "a lone partial line stays";
+
+  // A last line without its newline is a line.
+  Append(A1Console(), "booting");
+  EXPECT_EQ(GetText(socket(), base + "?tailLines=2").body, "line 10\nbooting");
+}
+
+TEST_F(ConsoleTest, Console_TheFileNamedInTheDriverRecordWins) {
+  const std::filesystem::path elsewhere = dir_ / "elsewhere/console.txt";
+  testing::WriteFile(elsewhere, "from the driver record\n");
+  testing::WriteFile(A1Console(), "from the instance directory\n");
+  status_.Update([&](Content& c) {
+    for (auto& i : c.instances) {
+      if (i.key.name == "workers-a1") {
+        i.handle.data = "{\"pid\":4242,\"console\":\"" + elsewhere.string() + "\"}";
+      }
+    }
+  });
+  StartServer(Options());
+  EXPECT_EQ(GetText(socket(), "/v1/instances/acme/workers-a1/console").body,
+            "from the driver record\n");
+}
+
+TEST_F(ConsoleTest, Console_UnknownInstanceNoConsoleYetAndBadQueriesAreJsonErrors) {
+  StartServer(Options());
+  HttpReply unknown = Get(socket(), "/v1/instances/acme/nope/console");
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(unknown.body["error"], "instance acme/nope not found");
+
+  HttpReply not_yet = Get(socket(), "/v1/instances/acme/workers-b2/console");
+  EXPECT_EQ(not_yet.status, 404);
+  const std::string message = not_yet.body["error"].asString();
+  EXPECT_THAT(message, ::testing::HasSubstr("instance acme/workers-b2 has no console yet"));
+  EXPECT_THAT(message, ::testing::HasSubstr("state Warm"));
+  EXPECT_THAT(message, ::testing::HasSubstr("workers-b2/console.log does not exist"));
+
+  testing::WriteFile(A1Console(), "x\n");
+  for (const char* query : {"?tailLines=-1", "?tailLines=ten", "?limitBytes=0",
+                            "?limitBytes=99999999999", "?follow=yes"}) {
+    HttpReply bad = Get(socket(), std::string("/v1/instances/acme/workers-a1/console") + query);
+    EXPECT_EQ(bad.status, 400) << query;
+    EXPECT_TRUE(bad.body["error"].isString()) << query;
+  }
+}
+
+TEST_F(ConsoleTest, Console_ServedWithoutInstancesDirOnlyFromDriverRecords) {
+  StartServer(ApiTest::Options());  // no instancesDir
+  testing::WriteFile(A1Console(), "x\n");
+  HttpReply r = Get(socket(), "/v1/instances/acme/workers-a1/console");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.body["error"], "instance acme/workers-a1 has no console file");
+}
+
+TEST_F(ConsoleTest, Console_FollowStreamsAppendsAcrossRotationAndEndsWhenTheInstanceIsGone) {
+  StartServer(Options());
+  testing::WriteFile(A1Console(), "old 1\nold 2\n");
+  WatchStream follow(socket(), "/v1/instances/acme/workers-a1/console?follow=true&tailLines=1");
+  EXPECT_EQ(follow.NextLine(), "old 2");
+  EXPECT_EQ(follow.status(), 200);
+
+  Append(A1Console(), "old 3\n");
+  EXPECT_EQ(follow.NextLine(), "old 3");
+
+  // A start rotates the log: the last words of the old file come first, then the new boot.
+  Append(A1Console(), "old last\n");
+  std::filesystem::rename(A1Console(), A1Console().string() + ".1");
+  testing::WriteFile(A1Console(), "new boot\n");
+  EXPECT_EQ(follow.NextLine(), "old last");
+  EXPECT_EQ(follow.NextLine(), "new boot");
+  Append(A1Console(), "new 2\n");
+  EXPECT_EQ(follow.NextLine(), "new 2");
+  EXPECT_FALSE(follow.WaitEnded(100ms)) << "a quiet console keeps the stream open";
+
+  // Destroyed: the record is gone, and so is the stream.
+  status_.Update([](Content& c) {
+    std::erase_if(c.instances, [](const Instance& i) { return i.key.name == "workers-a1"; });
+  });
+  EXPECT_TRUE(follow.WaitEnded(5s));
+  EXPECT_EQ(follow.NextLine(100ms), std::nullopt);
+}
+
+TEST_F(ConsoleTest, Console_FollowTakesAWatchSlotAndEndsWhenTheServerStops) {
+  ApiServerOptions options = Options();
+  options.maxWatches = 1;
+  StartServer(options);
+  testing::WriteFile(A1Console(), "hello\n");
+  WatchStream follow(socket(), "/v1/instances/acme/workers-a1/console?follow=true");
+  EXPECT_EQ(follow.NextLine(), "hello");
+  EXPECT_EQ(Get(socket(), "/v1/watch?resource=pools").status, 503);
+  auto t0 = std::chrono::steady_clock::now();
+  server_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_TRUE(follow.WaitEnded(5s));
 }
 
 // --- JSON codec ----------------------------------------------------------------------------

@@ -23,6 +23,9 @@
 #ifndef MVM_MVMD_BINARY
 #define MVM_MVMD_BINARY ""
 #endif
+#ifndef MVM_MVMCTL_BINARY
+#define MVM_MVMCTL_BINARY ""
+#endif
 
 namespace mvm::testing {
 namespace {
@@ -288,6 +291,19 @@ int Count(const std::string& text, const std::string& needle) {
   return n;
 }
 
+// Runs `mvmctl --socket SOCKET ARGS...` (words without quotes in them); its exit status and
+// stdout + stderr.
+std::pair<int, std::string> Mvmctl(const std::string& socket, const std::string& args) {
+  std::string command = std::string(MVM_MVMCTL_BINARY) + " --socket '" + socket + "' " + args;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string out;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
+  int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
 TEST(E2eTest, Mvmd_AdoptsLiveGuestsAfterKill9AndNeverReboots) {
   MVM_REQUIRE_QEMU(image);
   if (std::string(MVM_MVMD_BINARY).empty()) GTEST_SKIP() << "mvmd binary path not configured";
@@ -363,6 +379,21 @@ TEST(E2eTest, Mvmd_AdoptsLiveGuestsAfterKill9AndNeverReboots) {
   EXPECT_EQ(Count(log2, " ready in "), 0) << "no guest was booted again\n" << log2;
   EXPECT_EQ(CtlRequest(ctl, "ping").value(), *ping0) << "same boot id";
   EXPECT_GT(std::stod(CtlRequest(ctl, "uptime").value()), up0) << "guest uptime went on";
+
+  // `mvmctl logs` shows this guest's serial console: the init's ready line of this very boot.
+  if (!std::string(MVM_MVMCTL_BINARY).empty()) {
+    const std::string boot_id = ping0->substr(ping0->find(' ') + 1);
+    auto [rc, console] = Mvmctl(socket, "logs acme/" + running_name + " --tail 200");
+    EXPECT_EQ(rc, 0) << console;
+    EXPECT_THAT(console, ::testing::HasSubstr("MVM-READY " + boot_id));
+    auto [rc_short, one_line] = Mvmctl(socket, "logs " + running_name + " -t acme --tail 1");
+    EXPECT_EQ(rc_short, 0) << one_line;
+    EXPECT_FALSE(one_line.empty());
+    EXPECT_LE(Count(one_line, "\n"), 1) << one_line;
+    auto [rc_unknown, unknown] = Mvmctl(socket, "logs acme/nope");
+    EXPECT_EQ(rc_unknown, 1);
+    EXPECT_THAT(unknown, ::testing::HasSubstr("instance acme/nope not found"));
+  }
 
   // The pool leaves the manifests: mvmd destroys everything it made.
   WriteFile(manifests / "acme.yaml", Tenant("acme"));

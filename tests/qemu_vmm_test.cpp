@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "runtime/disk.h"
 #include "runtime/files.h"
 #include "runtime/qmp_client.h"
 #include "tests/qemu_e2e.h"
@@ -175,6 +176,35 @@ TEST_F(QemuVmmTest, QemuVmm_LifecycleKeepsGuestMemoryAcrossPauseSleepAndWake) {
       "\"stateBytes\":%ju,\"wakeS\":%.2f,\"stopS\":%.2f,\"guestUptimeBefore\":%.2f,"
       "\"guestUptimeAfter\":%.2f}\n",
       boot, pause, resume, sleep, state_bytes, wake, stop, up0, up1);
+}
+
+TEST_F(QemuVmmTest, QemuVmm_PrepareSizesTheDiskToDiskMiBWithoutBooting) {
+  MVM_REQUIRE_QEMU(image);
+  SetUpVmm(image);
+  const VmmTarget t = Target("disk-1");
+  const auto disk = vmm_->PathsFor(t.dir).disk;
+  const uintmax_t image_bytes = std::filesystem::file_size(image / "rootfs.ext4");
+
+  spec_.resources.diskMiB = 128;
+  Status grown = vmm_->Prepare(t);
+  ASSERT_TRUE(grown.ok()) << grown.error().message;
+  EXPECT_EQ(std::filesystem::file_size(disk), uintmax_t{128} << 20);
+  EXPECT_TRUE(runtime::IsExtFilesystem(disk));
+
+  // Smaller than the image: a clear error, and the disk of the last good Prepare stays.
+  spec_.resources.diskMiB = 1;
+  Status small = vmm_->Prepare(t);
+  ASSERT_FALSE(small.ok());
+  EXPECT_THAT(small.error().message, HasSubstr("resources.diskMiB is 1 MiB"));
+  EXPECT_THAT(small.error().message, HasSubstr("rootfs.ext4"));
+  EXPECT_EQ(std::filesystem::file_size(disk), uintmax_t{128} << 20);
+
+  spec_.resources.diskMiB = 0;
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  EXPECT_EQ(std::filesystem::file_size(disk), image_bytes) << "0: the image's size";
+
+  ASSERT_TRUE(vmm_->Destroy(t).ok());
+  EXPECT_FALSE(std::filesystem::exists(t.dir));
 }
 
 TEST_F(QemuVmmTest, QemuVmm_StartFailsWithConsoleTailWhenWorkloadExits) {
