@@ -136,6 +136,25 @@ void RemovePath(const fs::path& path) {
   fs::remove_all(path, ec);
 }
 
+// A woken instance's snapshot is spent, but unlinking a 64+ MiB file takes tens of ms on this
+// kind of disk: it is renamed aside at once (Probe no longer sees a snapshot) and unlinked off
+// the action's path. A copy left by a restart in between goes with the next Sleep, Stop,
+// Start, Prepare or Destroy (SpentPath).
+fs::path SpentPath(const fs::path& snapshot) {
+  return snapshot.string() + ".spent";
+}
+
+void RemoveAside(const fs::path& path) {
+  std::error_code ec;
+  const fs::path spent = SpentPath(path);
+  fs::rename(path, spent, ec);
+  if (ec) {
+    RemovePath(path);
+    return;
+  }
+  std::thread([spent] { RemovePath(spent); }).detach();
+}
+
 bool Exists(const fs::path& path) {
   std::error_code ec;
   return fs::exists(path, ec);
@@ -432,6 +451,7 @@ Status QemuVmm::Prepare(const VmmTarget& target) {
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s;
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
+  RemovePath(SpentPath(paths.snapshot));
   // A fresh copy each time: Prepare also serves Rebuild (a new image revision). Sized to
   // resources.diskMiB (0: the image's size); a failure keeps the previous disk.
   const auto disk_mib = static_cast<uint64_t>(std::max<int64_t>(0, target.spec->resources.diskMiB));
@@ -574,12 +594,13 @@ Result<VmmHandle> QemuVmm::Start(const VmmTarget& target) {
   // A fresh boot: a snapshot left by an interrupted Sleep is stale.
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
+  RemovePath(SpentPath(paths.snapshot));
   return Launch(target, false);
 }
 
 Result<VmmHandle> QemuVmm::Wake(const VmmTarget& target) {
   Result<VmmHandle> handle = Launch(target, true);
-  if (handle.ok()) RemovePath(PathsFor(target.dir).snapshot);
+  if (handle.ok()) RemoveAside(PathsFor(target.dir).snapshot);
   return handle;
 }
 
@@ -652,6 +673,7 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
   const fs::path partial = paths.snapshot.string() + ".partial";
   RemovePath(paths.snapshot);
   RemovePath(partial);
+  RemovePath(SpentPath(paths.snapshot));
   // The shell renames only after cat has written everything: state.bin is complete or absent.
   Json::Value args;
   args["uri"] = "exec:cat > " + ShellQuote(partial.string()) + " && mv -f " +
@@ -751,6 +773,7 @@ Status QemuVmm::Stop(const VmmTarget& target) {
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"stop: " + s.error().message};
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
+  RemovePath(SpentPath(paths.snapshot));
   return {};
 }
 
@@ -761,6 +784,7 @@ Status QemuVmm::Destroy(const VmmTarget& target) {
   }
   std::error_code ec;
   fs::remove_all(paths.dir, ec);
+  if (ec) fs::remove_all(paths.dir, ec);  // once more: a spent snapshot may vanish meanwhile
   if (ec) return Error{"destroy: remove " + paths.dir.string() + ": " + ec.message()};
   return {};
 }
