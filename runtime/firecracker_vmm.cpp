@@ -239,6 +239,7 @@ Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions o) {
   if (EnvSet("MVM_FC_PARENT_CGROUP")) o.jailer.parentCgroup = env("MVM_FC_PARENT_CGROUP");
   if (EnvSet("MVM_FC_NETNS")) o.jailer.netns = env("MVM_FC_NETNS");
   for (const auto& [name, field] : {std::pair{"MVM_FC_NEW_PID_NS", &o.jailer.newPidNs},
+                                    std::pair{"MVM_FC_DIFF_SNAPSHOTS", &o.diffSnapshots},
                                     std::pair{"MVM_FC_DAEMONIZE", &o.jailer.daemonize},
                                     std::pair{"MVM_FC_NETWORK", &o.network}}) {
     if (!EnvSet(name)) continue;
@@ -327,6 +328,7 @@ FirecrackerVmm::Paths FirecrackerVmm::PathsFor(const fs::path& instanceDir) cons
   p.disk = p.volumes / "rootfs.ext4";
   p.vmstate = p.snapshots / "vmstate";
   p.mem = p.snapshots / "mem";
+  p.base = p.snapshots / "base.ok";
   p.jailId = JailId(p.dir);
   const std::string hash = p.jailId.substr(4);
   p.sockets = options_.runtimeDir / hash;
@@ -632,7 +634,8 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
     steps.push_back(
         {"/machine-config", Body({{"vcpu_count", spec.resources.vcpus},
                                   {"mem_size_mib", Json::Int64(spec.resources.memoryMiB)},
-                                  {"smt", false}})});
+                                  {"smt", false},
+                                  {"track_dirty_pages", options_.diffSnapshots}})});
     steps.push_back({"/drives/rootfs", Body({{"drive_id", "rootfs"},
                                              {"path_on_host", vm.disk},
                                              {"is_root_device", true},
@@ -702,7 +705,7 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
 Result<VmmHandle> FirecrackerVmm::Start(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   // A fresh boot: a snapshot left by an interrupted Sleep is stale.
-  for (const fs::path& f : {paths.vmstate, paths.mem}) {
+  for (const fs::path& f : {paths.vmstate, paths.mem, paths.base}) {
     RemovePath(f);
     RemovePath(f.string() + ".partial");
   }
@@ -714,7 +717,12 @@ Result<VmmHandle> FirecrackerVmm::Wake(const VmmTarget& target) {
   if (handle.ok()) {
     const Paths paths = PathsFor(target.dir);
     RemovePath(paths.vmstate);
-    RemovePath(paths.mem);
+    if (options_.diffSnapshots) {
+      // The memory this VM was loaded from stays as the base of its next (Diff) snapshot.
+      if (Status s = WriteFileAtomic(paths.base, "loaded\n"); !s.ok()) RemovePath(paths.mem);
+    } else {
+      RemovePath(paths.mem);
+    }
   }
   return handle;
 }
@@ -768,8 +776,25 @@ Status FirecrackerVmm::Sleep(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   const Record record = LoadRecord(target, paths);
   auto complete = [&paths] { return PathExists(paths.vmstate) && PathExists(paths.mem); };
+  const fs::path diff = paths.snapshots / "mem.diff";
+  const fs::path vmstate_pending = paths.vmstate.string() + ".pending";
+  // A complete Diff snapshot not yet applied to its base (a crash in between).
+  const bool diff_pending =
+      PathExists(diff) && PathExists(vmstate_pending) && PathExists(paths.mem);
+  // Applies the Diff (idempotent) and completes the snapshot.
+  auto apply_diff = [&]() -> Status {
+    if (Status s = OverlayData(diff, paths.mem); !s.ok()) return s;
+    RemovePath(diff);
+    std::error_code rename_ec;
+    fs::rename(vmstate_pending, paths.vmstate, rename_ec);
+    if (rename_ec) return Error{"rename " + vmstate_pending.string() + ": " + rename_ec.message()};
+    return {};
+  };
   if (!IsAlive(record.id)) {
-    // Repeated after a crash that came after the snapshot: done already.
+    // Repeated after a crash that came after the snapshot: done already, or nearly.
+    if (diff_pending) {
+      if (Status s = apply_diff(); !s.ok()) return Error{"sleep: " + s.error().message};
+    }
     if (complete()) return EndProcess(options_, record, paths, target);
     return Error{"sleep: no VMM process and no snapshot"};
   }
@@ -787,46 +812,69 @@ Status FirecrackerVmm::Sleep(const VmmTarget& target) {
   fs::create_directories(paths.snapshots, ec);
   const fs::path vmstate_partial = paths.vmstate.string() + ".partial";
   const fs::path mem_partial = paths.mem.string() + ".partial";
-  for (const fs::path& f : {paths.vmstate, paths.mem, vmstate_partial, mem_partial}) RemovePath(f);
-  fs::path written_vmstate = vmstate_partial, written_mem = mem_partial;
-  std::string vm_vmstate = vmstate_partial.string(), vm_mem = mem_partial.string();
-  if (!record.jailId.empty()) {
-    const fs::path root = JailOf(options_, record.jailId, target).root;
-    written_vmstate = root / "snapshot" / "vmstate";
-    written_mem = root / "snapshot" / "mem";
-    RemovePath(written_vmstate);
-    RemovePath(written_mem);
-    vm_vmstate = "/snapshot/vmstate";
-    vm_mem = "/snapshot/mem";
-  }
-  Json::Value body =
-      Body({{"snapshot_type", "Full"}, {"snapshot_path", vm_vmstate}, {"mem_file_path", vm_mem}});
-  Result<FirecrackerReply> created =
-      api->Call("PUT", "/snapshot/create", JsonLine(body), options_.snapshotTimeout);
-  auto discard = [&] {
-    for (const fs::path& f : {written_vmstate, written_mem, vmstate_partial, mem_partial}) {
+  std::string type = "Full";
+  if (diff_pending) {
+    type = "Diff";
+  } else {
+    // A Diff only on top of the base this process was loaded from (base.ok, written by Wake);
+    // any earlier attempt consumed it, since Firecracker resets dirty tracking per snapshot.
+    const bool diff_ok = options_.diffSnapshots && PathExists(paths.base) && PathExists(paths.mem);
+    RemovePath(paths.base);
+    if (diff_ok) type = "Diff";
+    for (const fs::path& f : {paths.vmstate, vmstate_partial, mem_partial, diff, vmstate_pending}) {
       RemovePath(f);
     }
-  };
-  if (!created.ok()) {
-    discard();
-    return Error{"sleep: " + created.error().message};
-  }
-  // mem first, vmstate last: vmstate present means the snapshot is complete.
-  for (const auto& [from, to] :
-       {std::pair{written_mem, paths.mem}, std::pair{written_vmstate, paths.vmstate}}) {
-    if (Status s = MoveFile(from, to); !s.ok()) {
-      discard();
-      RemovePath(paths.mem);
-      return Error{"sleep: " + s.error().message};
+    if (!diff_ok) RemovePath(paths.mem);
+    fs::path written_vmstate = vmstate_partial, written_mem = mem_partial;
+    std::string vm_vmstate = vmstate_partial.string(), vm_mem = mem_partial.string();
+    if (!record.jailId.empty()) {
+      const fs::path root = JailOf(options_, record.jailId, target).root;
+      written_vmstate = root / "snapshot" / "vmstate.new";
+      written_mem = root / "snapshot" / "mem.new";
+      RemovePath(written_vmstate);
+      RemovePath(written_mem);
+      vm_vmstate = "/snapshot/vmstate.new";
+      vm_mem = "/snapshot/mem.new";
     }
+    Json::Value body =
+        Body({{"snapshot_type", type}, {"snapshot_path", vm_vmstate}, {"mem_file_path", vm_mem}});
+    Result<FirecrackerReply> created =
+        api->Call("PUT", "/snapshot/create", JsonLine(body), options_.snapshotTimeout);
+    auto discard = [&] {
+      for (const fs::path& f :
+           {written_vmstate, written_mem, vmstate_partial, mem_partial, diff, vmstate_pending}) {
+        RemovePath(f);
+      }
+      if (type == "Full") RemovePath(paths.mem);
+    };
+    if (!created.ok()) {
+      discard();
+      return Error{"sleep: " + created.error().message};
+    }
+    // Full: mem, then vmstate; Diff: the diff and the state aside, applied below. vmstate
+    // present means the snapshot is complete.
+    const std::vector<std::pair<fs::path, fs::path>> moves =
+        type == "Full"
+            ? std::vector<std::pair<fs::path, fs::path>>{{written_mem, paths.mem},
+                                                         {written_vmstate, paths.vmstate}}
+            : std::vector<std::pair<fs::path, fs::path>>{{written_mem, diff},
+                                                         {written_vmstate, vmstate_pending}};
+    for (const auto& [from, to] : moves) {
+      if (Status s = MoveFile(from, to); !s.ok()) {
+        discard();
+        return Error{"sleep: " + s.error().message};
+      }
+    }
+  }
+  if (type == "Diff") {
+    if (Status s = apply_diff(); !s.ok()) return Error{"sleep: " + s.error().message};
   }
   const auto saved = Clock::now() - t0;
   if (Status s = EndProcess(options_, record, paths, target); !s.ok()) {
     return Error{"sleep: " + s.error().message};
   }
-  spdlog::info("firecracker: {} asleep: snapshot in {} ({} + {} bytes), process ended after {}",
-               target.key.ToString(), SecondsText(saved), FileSize(paths.vmstate),
+  spdlog::info("firecracker: {} asleep: {} snapshot in {} ({} + {} bytes), process ended after {}",
+               target.key.ToString(), type, SecondsText(saved), FileSize(paths.vmstate),
                FileSize(paths.mem), SecondsText(Clock::now() - t0));
   return {};
 }
@@ -871,7 +919,7 @@ Status FirecrackerVmm::Stop(const VmmTarget& target) {
   if (Status s = EndProcess(options_, record, paths, target); !s.ok()) {
     return Error{"stop: " + s.error().message};
   }
-  for (const fs::path& f : {paths.vmstate, paths.mem}) {
+  for (const fs::path& f : {paths.vmstate, paths.mem, paths.base}) {
     RemovePath(f);
     RemovePath(f.string() + ".partial");
   }

@@ -18,7 +18,9 @@
 //  - Every API call has a deadline (`apiTimeout`, `snapshotTimeout` for snapshots): a VMM that
 //    stops answering fails the call instead of hanging a worker.
 //  - Sleep: pause, PUT /snapshot/create, end the process. The snapshot counts only once both
-//    files are complete (written as *.partial, renamed after Firecracker answered 204).
+//    files are complete (written as *.partial, renamed after Firecracker answered 204). With
+//    diffSnapshots, a Sleep after a Wake writes a Diff and applies it to the kept base memory
+//    file; a retried Sleep whose Diff was not complete falls back to a Full snapshot.
 //  - Stop: SendCtrlAltDel, wait up to gracefulStopSeconds, then SIGTERM, then SIGKILL; every
 //    wait is bounded.
 //
@@ -57,6 +59,9 @@ struct FirecrackerOptions {
   std::chrono::milliseconds bootTimeout{60000};       // spawn to MVM-READY (or to Running)
   std::chrono::milliseconds apiTimeout{5000};         // per API request
   std::chrono::milliseconds snapshotTimeout{120000};  // PUT /snapshot/create and /load
+  // Dirty page tracking on; a Sleep after a Wake takes a Diff snapshot and applies it to the
+  // memory file the VM was loaded from (kept for that); otherwise Full.
+  bool diffSnapshots = false;
   // Attach eth0 backed by a TAP the driver creates per instance (`mvm` + 8 hex) with MMDS.
   bool network = false;
   uintmax_t logRotateBytes = 4u << 20;
@@ -65,7 +70,8 @@ struct FirecrackerOptions {
 // Options from MVM_FC_* variables (docs/firecracker.md): MVM_FC_BINARY, MVM_FC_JAILER (a path,
 // or "0"/"1"), MVM_FC_CHROOT_BASE, MVM_FC_UID_BASE, MVM_FC_UID_COUNT, MVM_FC_PARENT_CGROUP,
 // MVM_FC_NETNS, MVM_FC_NEW_PID_NS, MVM_FC_DAEMONIZE, MVM_FC_RUNTIME_DIR, MVM_FC_BOOT_TIMEOUT,
-// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK. Error naming the variable when a value is malformed.
+// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK, MVM_FC_DIFF_SNAPSHOTS. Error naming the variable when a
+// value is malformed.
 Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions defaults = {});
 
 class FirecrackerVmm final : public controller::Vmm {
@@ -93,6 +99,7 @@ class FirecrackerVmm final : public controller::Vmm {
     std::filesystem::path dir, runtime, volumes, snapshots;
     std::filesystem::path record, fcLog, metrics, metricsSummary, vmmLog, console, disk;
     std::filesystem::path vmstate, mem;  // snapshots/{vmstate,mem}
+    std::filesystem::path base;          // snapshots/base.ok: mem is this VM's load base
     std::filesystem::path sockets;       // <runtimeDir>/<hash> (direct mode)
     std::string jailId;
     std::string tap;

@@ -83,6 +83,7 @@ struct Vm {
   std::string metricsPath, serialPath;
   Json::Value bootSource, machine, drives{Json::objectValue}, ifaces{Json::objectValue};
   std::string bootId;
+  uint64_t resumes = 0;  // "guest memory": counts resumes, saved in the memory file at 4096
   std::map<std::string, uint64_t> counts;
   bool exitAfterReply = false;
   int exitCode = 0;
@@ -259,11 +260,12 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     if (!Need(body, {"state"}, bad)) return bad;
     if (!vm.started) return Fault("Operation not supported pre-boot.");
     const std::string state = body["state"].asString();
-    if (state == "Paused")
+    if (state == "Paused") {
       vm.paused = true;
-    else if (state == "Resumed")
+    } else if (state == "Resumed") {
       vm.paused = false;
-    else
+      ++vm.resumes;
+    } else
       return Fault("unknown state " + state);
     return {};
   }
@@ -287,9 +289,13 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     }
     const std::string mem = Host(body["mem_file_path"].asString());
     {
+      // Full: the boot id at 0 and the resume counter at 4096. Diff: only the page that
+      // changed since the load (the counter), the rest a hole, as Firecracker writes it.
       std::ofstream out(mem, std::ios::trunc | std::ios::binary);
       if (!out) return Fault("Cannot create the memory file");
-      out << vm.bootId;
+      if (body["snapshot_type"].asString() != "Diff") out << vm.bootId;
+      out.seekp(4096);
+      out << "resumes=" << vm.resumes << ";";
     }
     if (truncate(mem.c_str(), vm.machine["mem_size_mib"].asInt64() << 20) != 0) {
       return Fault("Cannot size the memory file");
@@ -337,6 +343,12 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     std::string boot_id(state["bootId"].asString().size(), '\0');
     mem.read(boot_id.data(), static_cast<std::streamsize>(boot_id.size()));
     if (boot_id != state["bootId"].asString()) return fatal("memory file content mismatch");
+    mem.seekg(4096);
+    std::string counter;
+    std::getline(mem, counter, ';');
+    if (counter.rfind("resumes=", 0) != 0) return fatal("memory file has no resume counter");
+    vm.resumes = std::stoull(counter.substr(8));
+    if (body["track_dirty_pages"].asBool()) state["machine"]["track_dirty_pages"] = true;
     for (const auto& d : state["drives"]) {
       if (!FileExists(d["path_on_host"].asString())) {
         return fatal("drive " + d["path_on_host"].asString() + " is missing");
@@ -357,7 +369,7 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     for (const auto& name : vm.ifaces.getMemberNames()) {
       taps += " " + name + "=" + vm.ifaces[name]["host_dev_name"].asString();
     }
-    Console(vm, "MVM-RESTORED " + vm.bootId + taps);
+    Console(vm, "MVM-RESTORED " + vm.bootId + " resumes=" + std::to_string(vm.resumes) + taps);
     return {};
   }
   return Fault("Invalid request method and/or path: " + method + " " + path);

@@ -279,6 +279,68 @@ TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
   ExpectNoProcessOrSocket("web-3");
 }
 
+// The last PUT /snapshot/create's snapshot_type.
+std::string LastSnapshotType(const fs::path& log) {
+  std::ifstream in(log);
+  std::string type;
+  for (std::string line; std::getline(in, line);) {
+    auto req = runtime::ParseJsonObject(line);
+    if (!req || (*req)["path"].asString() != "/snapshot/create") continue;
+    auto body = runtime::ParseJsonObject((*req)["body"].asString());
+    if (body) type = (*body)["snapshot_type"].asString();
+  }
+  return type;
+}
+
+TEST_F(FirecrackerVmmTest, Sleep_DiffSnapshotAfterAWakeIsAppliedToTheLoadedBase) {
+  for (bool jailer : {false, true}) {
+    MakeVmm(jailer);
+    runtime::FirecrackerOptions o = vmm_->options();
+    o.diffSnapshots = true;
+    vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+    const std::string name = jailer ? "web-j" : "web-d";
+    VmmTarget t = Target(name);
+    const auto paths = Paths(name);
+    ASSERT_TRUE(vmm_->Prepare(t).ok());
+    auto started = vmm_->Start(t);
+    ASSERT_TRUE(started.ok()) << started.error().message;
+    const std::string boot_id = (*runtime::ParseJsonObject(started->data))["bootId"].asString();
+    t.handle = *started;
+    // resumes=1, then a Full snapshot (no base yet).
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    ASSERT_TRUE(vmm_->Resume(t).ok());
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    ASSERT_TRUE(vmm_->Sleep(t).ok());
+    EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Full");
+    auto woke = vmm_->Wake(t);
+    ASSERT_TRUE(woke.ok()) << woke.error().message;
+    t.handle = *woke;
+    EXPECT_THAT(ReadAll(paths.console), HasSubstr("MVM-RESTORED " + boot_id + " resumes=1"));
+    EXPECT_TRUE(fs::exists(paths.mem)) << "the base is kept";
+    EXPECT_TRUE(fs::exists(paths.base));
+    EXPECT_FALSE(vmm_->Probe(t).snapshot);
+    // resumes=2, then a Diff: only that page is written, and applied to the base.
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    ASSERT_TRUE(vmm_->Resume(t).ok());
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    Status slept = vmm_->Sleep(t);
+    ASSERT_TRUE(slept.ok()) << slept.error().message;
+    EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Diff");
+    EXPECT_FALSE(fs::exists(paths.snapshots / "mem.diff"));
+    EXPECT_EQ(fs::file_size(paths.mem), 128u << 20);
+    EXPECT_TRUE(vmm_->Probe(t).snapshot);
+    auto again = vmm_->Wake(t);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_THAT(ReadAll(paths.console), HasSubstr("MVM-RESTORED " + boot_id + " resumes=2"));
+    // A fresh boot forgets the base.
+    ASSERT_TRUE(vmm_->Stop(Target(name, *again)).ok());
+    EXPECT_FALSE(fs::exists(paths.mem));
+    EXPECT_FALSE(fs::exists(paths.base));
+    ASSERT_TRUE(vmm_->Destroy(Target(name, *again)).ok());
+    ExpectNoProcessOrSocket(name);
+  }
+}
+
 TEST_F(FirecrackerVmmTest, Start_HungApiSocketFailsWithinTheDeadlineAndLeavesNothing) {
   VmmTarget t = Target("web-1");
   auto started = FailingStart("hang", t);
