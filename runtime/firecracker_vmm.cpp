@@ -1,8 +1,8 @@
 #include "runtime/firecracker_vmm.h"
 
 #include <fcntl.h>
-#include <linux/if.h>
 #include <linux/if_tun.h>
+#include <net/if.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -120,7 +120,7 @@ Status CreateTap(const std::string& name, uid_t uid) {
 
 // Removes a persistent TAP; a TAP that is not there is fine.
 void DeleteTap(const std::string& name) {
-  if (name.empty() || !PathExists("/sys/class/net/" + name)) return;
+  if (name.empty() || ::if_nametoindex(name.c_str()) == 0) return;
   UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
   if (!tun.valid()) return;
   struct ifreq ifr {};
@@ -478,7 +478,7 @@ Status FirecrackerVmm::Prepare(const VmmTarget& target) {
   if (options_.network) {
     const uid_t owner =
         options_.useJailer ? JailOf(options_, paths.jailId, target).uid : ::geteuid();
-    if (!PathExists("/sys/class/net/" + paths.tap)) {
+    if (::if_nametoindex(paths.tap.c_str()) == 0) {  // this network namespace's view
       if (Status s = CreateTap(paths.tap, owner); !s.ok()) return s;
     }
   }

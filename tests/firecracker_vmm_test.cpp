@@ -9,6 +9,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -339,6 +341,33 @@ TEST_F(FirecrackerVmmTest, Sleep_DiffSnapshotAfterAWakeIsAppliedToTheLoadedBase)
     ASSERT_TRUE(vmm_->Destroy(Target(name, *again)).ok());
     ExpectNoProcessOrSocket(name);
   }
+}
+
+TEST_F(FirecrackerVmmTest, Network_TapIsCreatedNamedOnWakeAndDeletedOnDestroy) {
+  // In a private network namespace: the TAP never touches the host's.
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot create a network namespace (root)";
+  if (!fs::exists("/dev/net/tun")) GTEST_SKIP() << "no /dev/net/tun";
+  MakeVmm(false);
+  runtime::FirecrackerOptions o = vmm_->options();
+  o.network = true;
+  vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+  VmmTarget t = Target("web-1");
+  const std::string tap = Paths("web-1").tap;
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  EXPECT_NE(::if_nametoindex(tap.c_str()), 0u) << tap;
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_THAT(ReadAll(dir_ / "requests.jsonl"), HasSubstr("\\\"host_dev_name\\\":\\\"" + tap));
+  t.handle = *started;
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  ASSERT_TRUE(vmm_->Sleep(t).ok());
+  EXPECT_NE(::if_nametoindex(tap.c_str()), 0u) << "the TAP outlives the process while Sleeping";
+  auto woke = vmm_->Wake(t);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  EXPECT_THAT(ReadAll(Paths("web-1").console), HasSubstr("eth0=" + tap));
+  ASSERT_TRUE(vmm_->Destroy(Target("web-1", *woke)).ok());
+  EXPECT_EQ(::if_nametoindex(tap.c_str()), 0u);
+  ExpectNoProcessOrSocket("web-1");
 }
 
 TEST_F(FirecrackerVmmTest, Start_HungApiSocketFailsWithinTheDeadlineAndLeavesNothing) {
