@@ -935,6 +935,24 @@ Status FirecrackerVmm::Destroy(const VmmTarget& target) {
   return RemoveInstanceDir(paths.dir);
 }
 
+namespace {
+
+// FlushMetrics, then the newest line of the metrics file, also written to metrics-summary.json.
+Result<FirecrackerMetrics> FlushAndSummarise(const FirecrackerApi& api, const Record& record,
+                                             const FirecrackerVmm::Paths& paths) {
+  if (Result<FirecrackerReply> r =
+          api.Call("PUT", "/actions", JsonLine(Body({{"action_type", "FlushMetrics"}})));
+      !r.ok()) {
+    return Error{"metrics: " + r.error().message};
+  }
+  Result<FirecrackerMetrics> m = ReadLatestMetrics(record.metrics);
+  if (!m.ok()) return Error{"metrics: " + m.error().message};
+  (void)WriteFileAtomic(paths.metricsSummary, JsonLine(MetricsSummaryJson(*m)));
+  return m;
+}
+
+}  // namespace
+
 ProbeResult FirecrackerVmm::Probe(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   const Record record = LoadRecord(target, paths);
@@ -959,6 +977,13 @@ ProbeResult FirecrackerVmm::Probe(const VmmTarget& target) {
   result.handle.socket = record.socket;
   result.handle.data = record.data;
   result.detail = "firecracker pid " + std::to_string(record.id.pid) + " is " + *state;
+  // Each probe also refreshes the metrics summary that describe shows (best effort: a VMM
+  // without metrics is still alive).
+  if (Result<FirecrackerMetrics> m = FlushAndSummarise(*api, record, paths); m.ok()) {
+    result.detail += "; vcpu exits " + std::to_string(m->vcpuExits) + ", block " +
+                     std::to_string(m->blockReadBytes) + "/" + std::to_string(m->blockWriteBytes) +
+                     " bytes read/written";
+  }
   return result;
 }
 
@@ -967,15 +992,7 @@ Result<FirecrackerMetrics> FirecrackerVmm::Metrics(const VmmTarget& target) {
   const Record record = LoadRecord(target, paths);
   Result<FirecrackerApi> api = ConnectLive(record, options_.apiTimeout);
   if (!api.ok()) return Error{"metrics: " + api.error().message};
-  if (Result<FirecrackerReply> r =
-          api->Call("PUT", "/actions", JsonLine(Body({{"action_type", "FlushMetrics"}})));
-      !r.ok()) {
-    return Error{"metrics: " + r.error().message};
-  }
-  Result<FirecrackerMetrics> m = ReadLatestMetrics(record.metrics);
-  if (!m.ok()) return Error{"metrics: " + m.error().message};
-  (void)WriteFileAtomic(paths.metricsSummary, JsonLine(MetricsSummaryJson(*m)));
-  return m;
+  return FlushAndSummarise(*api, record, paths);
 }
 
 }  // namespace mvm::runtime

@@ -92,7 +92,8 @@ class FirecrackerVmm final : public controller::Vmm {
 
   // Asks the live VMM to flush its metrics (PUT /actions FlushMetrics) and returns the newest
   // line of its metrics file, summarised. Also written to <dir>/runtime/metrics-summary.json,
-  // which `mvmctl describe instance` can show (docs/firecracker.md).
+  // which `mvmctl describe instance` can show (docs/firecracker.md). Probe does the same, best
+  // effort, for every live VMM, and appends the main counters to its detail.
   Result<FirecrackerMetrics> Metrics(const controller::VmmTarget& target);
 
   struct Paths {

@@ -180,6 +180,9 @@ void RunLifecycle(FirecrackerVmmTest& t, runtime::FirecrackerVmm& vmm, const Vmm
   EXPECT_TRUE(probe.alive) << probe.detail;
   EXPECT_EQ(probe.observed, InstanceState::kRunning);
   EXPECT_EQ(probe.handle, *started);
+  // Each probe of a live VMM refreshes its metrics summary.
+  EXPECT_THAT(probe.detail, HasSubstr("vcpu exits 12"));
+  EXPECT_TRUE(fs::exists(vmm.PathsFor(target.dir).metricsSummary));
 
   VmmTarget live = target;
   live.handle = *started;
