@@ -56,7 +56,6 @@ Result<FirecrackerReply> FirecrackerApi::Call(const std::string& method, const s
                                               const std::string& body,
                                               std::chrono::milliseconds timeout) const {
   const std::string what = method + " " + path;
-  if (observer_) observer_(method, path, body);
   InitCurlOnce();
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) return Error{what + ": cannot initialise libcurl"};

@@ -12,10 +12,8 @@
 //  - A 2xx reply is success. Any other status is an Error whose message is Firecracker's own
 //    `fault_message` when the body has one ("PUT /snapshot/create: 400: <fault_message>"), else
 //    the status and the raw body.
-//  - An optional observer sees every request before it is sent (tests record them).
 
 #include <chrono>
-#include <functional>
 #include <string>
 
 #include "common/result.h"
@@ -29,9 +27,6 @@ struct FirecrackerReply {
 
 class FirecrackerApi {
  public:
-  using Observer =
-      std::function<void(const std::string& method, const std::string& path, const std::string&)>;
-
   explicit FirecrackerApi(std::string socketPath,
                           std::chrono::milliseconds timeout = std::chrono::milliseconds(5000))
       : socket_(std::move(socketPath)), timeout_(timeout) {}
@@ -46,12 +41,10 @@ class FirecrackerApi {
   Result<std::string> State() const;
 
   const std::string& socket() const { return socket_; }
-  void SetObserver(Observer observer) { observer_ = std::move(observer); }
 
  private:
   std::string socket_;
   std::chrono::milliseconds timeout_;
-  Observer observer_;
 };
 
 // The `fault_message` of a Firecracker error body, or "" when there is none.
