@@ -50,6 +50,25 @@ Status CopyRange(int in, int out, off_t offset, off_t end) {
   return {};
 }
 
+// Copies the data extents of `in` (SEEK_DATA/SEEK_HOLE) to the same offsets of `out`; holes are
+// skipped. Where the file system cannot tell, everything is copied.
+Status CopyDataExtents(int in, int out, off_t size) {
+  off_t offset = 0;
+  while (offset < size) {
+    off_t data = ::lseek(in, offset, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      if (errno != EINVAL) return Error{Errno("seek")};
+      data = offset;  // no SEEK_DATA support: copy everything
+    }
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    if (Status s = CopyRange(in, out, data, hole); !s.ok()) return s;
+    offset = hole;
+  }
+  return {};
+}
+
 }  // namespace
 
 Status SparseCopy(const std::filesystem::path& from, const std::filesystem::path& to) {
@@ -68,26 +87,31 @@ Status SparseCopy(const std::filesystem::path& from, const std::filesystem::path
     return Error{"copy " + from.string() + " to " + to.string() + ": " + e.message};
   };
   if (::ftruncate(out.get(), st.st_size) != 0) return fail(Error{Errno("truncate")});
-  off_t offset = 0;
-  while (offset < st.st_size) {
-    off_t data = ::lseek(in.get(), offset, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;  // only a hole remains
-      if (errno == EINVAL)
-        data = offset;  // no SEEK_DATA support: copy everything
-      else
-        return fail(Error{Errno("seek")});
-    }
-    off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
-    if (hole < 0) hole = st.st_size;
-    if (Status s = CopyRange(in.get(), out.get(), data, hole); !s.ok()) return fail(s.error());
-    offset = hole;
-  }
+  if (Status s = CopyDataExtents(in.get(), out.get(), st.st_size); !s.ok()) return fail(s.error());
   if (::fsync(out.get()) != 0) return fail(Error{Errno("fsync")});
   out.Reset();
   std::error_code ec;
   std::filesystem::rename(partial, to, ec);
   if (ec) return fail(Error{"rename: " + ec.message()});
+  return {};
+}
+
+Status OverlayData(const std::filesystem::path& from, const std::filesystem::path& onto) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in.valid()) return Error{Errno("open " + from.string())};
+  UniqueFd out(::open(onto.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!out.valid()) return Error{Errno("open " + onto.string())};
+  struct stat a {
+  }, b{};
+  if (::fstat(in.get(), &a) != 0 || ::fstat(out.get(), &b) != 0) return Error{Errno("stat")};
+  if (a.st_size != b.st_size) {
+    return Error{"overlay " + from.string() + " onto " + onto.string() + ": sizes differ (" +
+                 std::to_string(a.st_size) + " and " + std::to_string(b.st_size) + " bytes)"};
+  }
+  if (Status s = CopyDataExtents(in.get(), out.get(), a.st_size); !s.ok()) {
+    return Error{"overlay " + from.string() + " onto " + onto.string() + ": " + s.error().message};
+  }
+  if (::fsync(out.get()) != 0) return Error{Errno("fsync " + onto.string())};
   return {};
 }
 

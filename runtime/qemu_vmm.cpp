@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "runtime/disk.h"
+#include "runtime/driver_util.h"
 #include "runtime/files.h"
 #include "runtime/guest_ctl.h"
 #include "runtime/qmp_client.h"
@@ -28,32 +29,12 @@ using controller::VmmHandle;
 using controller::VmmTarget;
 using std::chrono::milliseconds;
 
-constexpr size_t kMaxKernelCmdline = 2047;  // COMMAND_LINE_SIZE 2048 on x86, with the NUL
-constexpr size_t kSocketPathLimit = 107;    // sizeof(sockaddr_un::sun_path) - 1
+constexpr size_t kSocketPathLimit = 107;  // sizeof(sockaddr_un::sun_path) - 1
 constexpr int kTailLines = 20;
 constexpr milliseconds kKillWait{10000};
 
-std::string Seconds(Clock::duration d) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2fs",
-                std::chrono::duration_cast<std::chrono::duration<double>>(d).count());
-  return buf;
-}
-
 int64_t Millis(Clock::duration d) {
   return std::chrono::duration_cast<milliseconds>(d).count();
-}
-
-// 12 hex digits of FNV-1a 64 over the text: stable across processes, builds and restarts.
-std::string Hash12(const std::string& text) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return std::string(buf, 12);
 }
 
 // qemu option lists split on ',': a literal comma is written twice.
@@ -62,42 +43,6 @@ std::string OptEscape(const std::string& value) {
   for (char c : value) {
     out.push_back(c);
     if (c == ',') out.push_back(',');
-  }
-  return out;
-}
-
-// One POSIX sh word: 'text' with every ' written as '\''.
-std::string ShellQuote(const std::string& word) {
-  std::string out = "'";
-  for (char c : word) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out.push_back(c);
-  }
-  return out + "'";
-}
-
-std::string Base64(const std::string& in) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8) |
-                 static_cast<uint8_t>(in[i + 2]);
-    for (int s = 18; s >= 0; s -= 6) out.push_back(kAlphabet[(v >> s) & 63]);
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = static_cast<uint8_t>(in[i]) << 16;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
-    out.push_back('=');
   }
   return out;
 }
@@ -112,28 +57,6 @@ uint64_t HostTscKhz() {
     if (mhz > 0) return static_cast<uint64_t>(std::llround(mhz * 1000));
   }
   return 0;
-}
-
-std::string JsonLine(const Json::Value& value) {
-  Json::StreamWriterBuilder builder;
-  builder["indentation"] = "";
-  return Json::writeString(builder, value);
-}
-
-std::optional<Json::Value> ParseJson(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  Json::CharReaderBuilder builder;
-  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
-  Json::Value value;
-  std::string errors;
-  if (!reader->parse(text.data(), text.data() + text.size(), &value, &errors)) return std::nullopt;
-  if (!value.isObject()) return std::nullopt;
-  return value;
-}
-
-void RemovePath(const fs::path& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
 }
 
 // A woken instance's snapshot is spent, but unlinking a 64+ MiB file takes tens of ms on this
@@ -155,11 +78,6 @@ void RemoveAside(const fs::path& path) {
   std::thread([spent] { RemovePath(spent); }).detach();
 }
 
-bool Exists(const fs::path& path) {
-  std::error_code ec;
-  return fs::exists(path, ec);
-}
-
 // What the driver knows of an instance's VMM process: qemu.json when present (the truth on this
 // host), else the handle the controller recorded.
 struct Record {
@@ -176,14 +94,14 @@ Record LoadRecord(const VmmTarget& target, const QemuVmm::Paths& paths) {
   r.ctl = paths.ctl;
   std::optional<Json::Value> json;
   if (Result<std::string> text = ReadSmallFile(paths.record); text.ok()) {
-    json = ParseJson(*text);
+    json = ParseJsonObject(*text);
     if (json) r.data = *text;
   }
   if (json) {
     r.id = {(*json)["pid"].asInt64(), (*json)["startTime"].asUInt64()};
   } else if (!target.handle.empty()) {
     r.id = {target.handle.pid, target.handle.startTime};
-    json = ParseJson(target.handle.data);
+    json = ParseJsonObject(target.handle.data);
     if (json) r.data = target.handle.data;
     if (!target.handle.socket.empty()) r.qmp = target.handle.socket;
   }
@@ -253,36 +171,19 @@ class LaunchGuard {
   bool committed_ = false;
 };
 
-Result<int64_t> EnvInt(const char* name, int64_t min, int64_t max) {
-  const char* v = std::getenv(name);
-  if (v == nullptr) return Error{std::string(name) + " is not set"};
-  char* end = nullptr;
-  errno = 0;
-  long long n = std::strtoll(v, &end, 10);
-  if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
-    return Error{std::string(name) + ": expected an integer in [" + std::to_string(min) + ", " +
-                 std::to_string(max) + "] (got \"" + v + "\")"};
-  }
-  return static_cast<int64_t>(n);
-}
-
 }  // namespace
 
 Result<QemuOptions> QemuOptionsFromEnv(QemuOptions o) {
-  auto set = [](const char* name) {
-    const char* v = std::getenv(name);
-    return v != nullptr && *v != '\0';
-  };
-  if (set("MVM_QEMU_BINARY")) o.binary = std::getenv("MVM_QEMU_BINARY");
-  if (set("MVM_QEMU_ACCEL")) o.accel = std::getenv("MVM_QEMU_ACCEL");
-  if (set("MVM_QEMU_MACHINE")) o.machine = std::getenv("MVM_QEMU_MACHINE");
-  if (set("MVM_QEMU_RUNTIME_DIR")) o.runtimeDir = std::getenv("MVM_QEMU_RUNTIME_DIR");
-  if (set("MVM_QEMU_BOOT_TIMEOUT")) {
+  if (EnvSet("MVM_QEMU_BINARY")) o.binary = std::getenv("MVM_QEMU_BINARY");
+  if (EnvSet("MVM_QEMU_ACCEL")) o.accel = std::getenv("MVM_QEMU_ACCEL");
+  if (EnvSet("MVM_QEMU_MACHINE")) o.machine = std::getenv("MVM_QEMU_MACHINE");
+  if (EnvSet("MVM_QEMU_RUNTIME_DIR")) o.runtimeDir = std::getenv("MVM_QEMU_RUNTIME_DIR");
+  if (EnvSet("MVM_QEMU_BOOT_TIMEOUT")) {
     Result<int64_t> s = EnvInt("MVM_QEMU_BOOT_TIMEOUT", 1, 3600);
     if (!s.ok()) return s.error();
     o.bootTimeout = std::chrono::seconds(*s);
   }
-  if (set("MVM_QEMU_TSC_KHZ")) {
+  if (EnvSet("MVM_QEMU_TSC_KHZ")) {
     Result<int64_t> k = EnvInt("MVM_QEMU_TSC_KHZ", 1, 100000000);
     if (!k.ok()) return k.error();
     o.tscKhz = static_cast<uint64_t>(*k);
@@ -366,54 +267,17 @@ Result<std::vector<std::string>> QemuVmm::CommandLine(const VmmTarget& target, b
   const manifests::PoolSpec& spec = *target.spec;
   const Paths paths = PathsFor(target.dir);
 
-  // The initrd: the pool's, else initramfs.cpio.gz next to the kernel (the layout
-  // hack/build-guest-image.sh produces; the Debian cloud kernel needs it for virtio_blk).
-  std::optional<std::string> initrd = spec.image.initrd;
-  if (!initrd) {
-    fs::path beside = fs::path(spec.image.kernel).parent_path() / "initramfs.cpio.gz";
-    if (Exists(beside)) initrd = beside.string();
-  }
-
-  // Kernel command line: the pool's bootArgs, then what the driver owns (later words win).
-  std::string append = spec.image.bootArgs;
-  auto add = [&append](const std::string& word) {
-    if (!append.empty() && append.back() != ' ') append.push_back(' ');
-    append += word;
-  };
-  if (append.find("console=") == std::string::npos) add("console=ttyS0");
-  if (options_.tscKhz > 0) add("tsc_early_khz=" + std::to_string(options_.tscKhz));
-  add("tsc=reliable");
-  add("root=/dev/vda rw");
+  // The initrd: the Debian cloud kernel needs one for virtio_blk.
+  const std::optional<std::string> initrd = GuestInitrd(spec);
+  GuestCmdlineOptions cmdline;
+  if (options_.tscKhz > 0)
+    cmdline.driverWords.push_back("tsc_early_khz=" + std::to_string(options_.tscKhz));
+  cmdline.driverWords.push_back("tsc=reliable");
+  cmdline.driverWords.push_back("root=/dev/vda rw");
+  cmdline.halt = "poweroff";
+  Result<std::string> append = GuestCmdline(target, cmdline);
+  if (!append.ok()) return append.error();
   const std::string& name = target.key.name;
-  bool hostname_ok = !name.empty() && name.size() <= 63 &&
-                     name.find_first_not_of(
-                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                         "0123456789-") == std::string::npos;
-  if (hostname_ok) add("mvm.hostname=" + name);
-  // The guest's own SIGTERM→SIGKILL grace fits inside the driver's graceful stop window.
-  int64_t grace = std::max<int64_t>(1, spec.policy.gracefulStopSeconds - 2);
-  add("mvm.grace=" + std::to_string(grace));
-  add("mvm.halt=poweroff");
-  if (!spec.cmd.empty()) {
-    std::string cmd = "exec";
-    for (const auto& word : spec.cmd) cmd += " " + ShellQuote(word);
-    add("mvm.cmd=" + Base64(cmd));
-  }
-  if (!spec.env.empty()) {
-    std::string env;
-    for (const auto& [k, v] : spec.env) {
-      if (v.find('\n') != std::string::npos || k.find('\n') != std::string::npos) {
-        return Error{"env " + k + ": values with newlines cannot be passed to the guest"};
-      }
-      env += k + "=" + v + "\n";
-    }
-    add("mvm.env=" + Base64(env));
-  }
-  if (append.size() > kMaxKernelCmdline) {
-    return Error{"kernel command line is " + std::to_string(append.size()) +
-                 " bytes with cmd and env in base64 (limit " + std::to_string(kMaxKernelCmdline) +
-                 "): shorten spec.cmd, spec.env or image.bootArgs"};
-  }
 
   std::vector<std::string> argv = {options_.binary};
   auto args = [&argv](std::initializer_list<std::string> words) { argv.insert(argv.end(), words); };
@@ -424,7 +288,7 @@ Result<std::vector<std::string>> QemuVmm::CommandLine(const VmmTarget& target, b
   args({"-smp", std::to_string(spec.resources.vcpus)});
   args({"-kernel", spec.image.kernel});
   if (initrd) args({"-initrd", *initrd});
-  args({"-append", append});
+  args({"-append", *append});
   args({"-chardev", "file,id=con,append=on,path=" + OptEscape(paths.console.string())});
   args({"-serial", "chardev:con"});
   args({"-device", "virtio-serial-device,max_ports=2"});
@@ -463,10 +327,10 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   const char* verb = restore ? "wake" : "start";
   if (Status s = CheckSpec(target); !s.ok()) return s.error();
   const Paths paths = PathsFor(target.dir);
-  if (!Exists(paths.disk)) {
+  if (!PathExists(paths.disk)) {
     return Error{"instance not prepared: its disk " + paths.disk.string() + " is missing"};
   }
-  if (restore && !Exists(paths.snapshot)) {
+  if (restore && !PathExists(paths.snapshot)) {
     return Error{"no snapshot to wake from (" + paths.snapshot.string() + " is missing)"};
   }
   // Start and Wake run when the instance holds no VMM: a recorded process is an orphan.
@@ -507,7 +371,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   auto fail = [&](const std::string& why) -> Error {
     // A qemu on its way out gets a moment to exit and finish its log before we look.
     bool exited = WaitForExit(id, milliseconds(500));
-    const std::string after = Seconds(Clock::now() - t0);
+    const std::string after = SecondsText(Clock::now() - t0);
     return Error{
         (restore ? "restore failed: " : "guest never reported ready: ") +
         (exited ? "qemu exited after " + after + " (" + why + ")" : why + " after " + after) +
@@ -534,7 +398,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
       if (ctl->closed() || !alive()) return fail(why + "control channel closed");
       if (Clock::now() >= deadline) {
         return fail(why + "no READY on the control channel within " +
-                    Seconds(options_.bootTimeout));
+                    SecondsText(options_.bootTimeout));
       }
     }
     // READY means the workload was started; a service that is gone already is not ready.
@@ -580,7 +444,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   if (Status s = WriteFileAtomic(paths.record, data); !s.ok()) return s.error();
   guard.Commit();
   spdlog::info("qemu: {} {} in {} (pid {}, boot id {})", target.key.ToString(),
-               restore ? "woke" : "ready", Seconds(took), id.pid, boot_id);
+               restore ? "woke" : "ready", SecondsText(took), id.pid, boot_id);
   VmmHandle handle;
   handle.pid = id.pid;
   handle.startTime = id.startTime;
@@ -655,7 +519,7 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
   const Record record = LoadRecord(target, paths);
   if (!IsAlive(record.id)) {
     // Repeated after a crash that came after the snapshot: done already.
-    if (Exists(paths.snapshot)) return EndProcess(record, paths);
+    if (PathExists(paths.snapshot)) return EndProcess(record, paths);
     return Error{"sleep: no VMM process and no snapshot"};
   }
   const auto t0 = Clock::now();
@@ -695,15 +559,15 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
       (void)qmp->Execute("migrate_cancel", Json::Value(), options_.qmpTimeout);
       RemovePath(partial);
       return Error{"sleep: saving the VM state took longer than " +
-                   Seconds(options_.snapshotTimeout)};
+                   SecondsText(options_.snapshotTimeout)};
     }
     std::this_thread::sleep_for(milliseconds(20));
   }
   const auto file_deadline = Clock::now() + milliseconds(10000);
-  while (!Exists(paths.snapshot) && Clock::now() < file_deadline) {
+  while (!PathExists(paths.snapshot) && Clock::now() < file_deadline) {
     std::this_thread::sleep_for(milliseconds(10));
   }
-  if (!Exists(paths.snapshot)) {
+  if (!PathExists(paths.snapshot)) {
     RemovePath(partial);
     return Error{"sleep: the state writer did not finish " + paths.snapshot.string()};
   }
@@ -714,8 +578,8 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
   }
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"sleep: " + s.error().message};
   spdlog::info("qemu: {} asleep: state saved in {} ({} bytes), process ended after {}",
-               target.key.ToString(), Seconds(saved), fs::file_size(paths.snapshot, ec),
-               Seconds(Clock::now() - t0));
+               target.key.ToString(), SecondsText(saved), fs::file_size(paths.snapshot, ec),
+               SecondsText(Clock::now() - t0));
   return {};
 }
 
@@ -767,8 +631,8 @@ Status QemuVmm::Stop(const VmmTarget& target) {
       }
       how = asked ? how + ", then SIGKILL after " + std::to_string(graceful) + "s" : "SIGKILL";
     }
-    spdlog::info("qemu: {} stopped in {} ({})", target.key.ToString(), Seconds(Clock::now() - t0),
-                 how);
+    spdlog::info("qemu: {} stopped in {} ({})", target.key.ToString(),
+                 SecondsText(Clock::now() - t0), how);
   }
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"stop: " + s.error().message};
   RemovePath(paths.snapshot);
@@ -782,18 +646,14 @@ Status QemuVmm::Destroy(const VmmTarget& target) {
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) {
     return Error{"destroy: " + s.error().message};
   }
-  std::error_code ec;
-  fs::remove_all(paths.dir, ec);
-  if (ec) fs::remove_all(paths.dir, ec);  // once more: a spent snapshot may vanish meanwhile
-  if (ec) return Error{"destroy: remove " + paths.dir.string() + ": " + ec.message()};
-  return {};
+  return RemoveInstanceDir(paths.dir);
 }
 
 ProbeResult QemuVmm::Probe(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   const Record record = LoadRecord(target, paths);
   ProbeResult result;
-  result.snapshot = Exists(paths.snapshot);
+  result.snapshot = PathExists(paths.snapshot);
   Result<QmpClient> qmp = ConnectLive(record, options_.qmpTimeout);
   if (!qmp.ok()) {
     result.detail = qmp.error().message;

@@ -1,0 +1,54 @@
+#pragma once
+// Small helpers shared by the VMM drivers (qemu, firecracker): stable short names, one-line JSON
+// records, environment integers, the guest's kernel command line (docs/guest-image.md).
+//
+// Promises:
+//  - Hash12 is stable across processes, builds and restarts (FNV-1a 64, 12 hex digits).
+//  - GuestCmdline returns the pool's bootArgs followed by the driver's words and the guest
+//    contract's mvm.* words (later words win), or an Error when the result would exceed the
+//    x86 limit of 2047 bytes or an env value cannot be passed (a newline).
+
+#include <json/value.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "controller/vmm.h"
+
+namespace mvm::runtime {
+
+std::string Hash12(const std::string& text);
+// One POSIX sh word: 'text' with every ' written as '\\''.
+std::string ShellQuote(const std::string& word);
+std::string JsonLine(const Json::Value& value);
+// A JSON object parsed from text; nullopt for empty text, bad JSON or a non-object.
+std::optional<Json::Value> ParseJsonObject(const std::string& text);
+// "1.23s"
+std::string SecondsText(std::chrono::steady_clock::duration d);
+// The integer in environment variable `name`, or an Error naming it and the accepted range.
+Result<int64_t> EnvInt(const char* name, int64_t min, int64_t max);
+// True when the variable is set and not empty.
+bool EnvSet(const char* name);
+// remove_all that never throws; true when nothing is left.
+bool RemovePath(const std::filesystem::path& path);
+bool PathExists(const std::filesystem::path& path);
+// Destroy's last step: the instance directory and everything in it.
+Status RemoveInstanceDir(const std::filesystem::path& dir);
+
+// The initrd to boot with: the pool's, else initramfs.cpio.gz next to the kernel when present
+// (the layout hack/build-guest-image.sh produces).
+std::optional<std::string> GuestInitrd(const manifests::PoolSpec& spec);
+
+struct GuestCmdlineOptions {
+  std::vector<std::string> driverWords;  // e.g. root=, tsc_early_khz=
+  std::string halt = "poweroff";         // mvm.halt
+};
+Result<std::string> GuestCmdline(const controller::VmmTarget& target,
+                                 const GuestCmdlineOptions& options);
+
+}  // namespace mvm::runtime

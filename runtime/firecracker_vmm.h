@@ -1,0 +1,126 @@
+#pragma once
+// FirecrackerVmm: the `firecracker` driver of the Vmm port (controller/vmm.h). Runs each
+// instance as a `firecracker` process (directly, or through Firecracker's `jailer`) and drives
+// it over its REST API (firecracker_api.h). Every request it sends is checked against
+// Firecracker's API description in tests (tests/firecracker_spec_test.cpp). docs/firecracker.md
+// has the flags, the files and a troubleshooting table.
+//
+// Promises, on top of the Vmm contract:
+//  - Stateless across mvmd restarts, like the qemu driver: everything comes from the VmmTarget
+//    and the record the driver keeps in <dir>/runtime/firecracker.json.
+//  - Processes are detached (runtime/process.h) and recognised by pid AND start time; under the
+//    jailer the pid is read from the jail's firecracker.pid.
+//  - Start returns once the guest printed `MVM-READY` on its console (docs/guest-image.md);
+//    Wake once a fresh process loaded the snapshot (network_overrides naming the instance's
+//    TAP) and reports Running. Both within `bootTimeout`; on failure the process, its socket
+//    directory, its jail and its cgroup are gone before the call returns, and the Error carries
+//    Firecracker's fault_message and the tails of its log and of the guest console.
+//  - Every API call has a deadline (`apiTimeout`, `snapshotTimeout` for snapshots): a VMM that
+//    stops answering fails the call instead of hanging a worker.
+//  - Sleep: pause, PUT /snapshot/create, end the process. The snapshot counts only once both
+//    files are complete (written as *.partial, renamed after Firecracker answered 204). With
+//    diffSnapshots, a Sleep after a Wake writes a Diff and applies it to the kept base memory
+//    file; a retried Sleep whose Diff was not complete falls back to a Full snapshot.
+//  - Stop: SendCtrlAltDel, wait up to gracefulStopSeconds, then SIGTERM, then SIGKILL; every
+//    wait is bounded.
+//
+// Files per instance (<dir> is VmmTarget::dir):
+//   <dir>/runtime/firecracker.json   identity (pid, start time), socket, jail id, TAP
+//   <dir>/runtime/firecracker.log    Firecracker's logger (PUT /logger)
+//   <dir>/runtime/metrics.json       Firecracker's metrics, one JSON line per flush
+//   <dir>/runtime/vmm.log            a daemonizing jailer's own output
+//   <dir>/console.log                the guest's serial console (Firecracker's stdout)
+//   <dir>/volumes/rootfs.ext4        the instance's disk
+//   <dir>/snapshots/{vmstate,mem}    the snapshot while Sleeping
+//   <runtimeDir>/<12 hex>/{api,v}.sock        sockets without the jailer
+//   <chrootBase>/firecracker/mvm-<12 hex>/root  the jail with the jailer
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "controller/vmm.h"
+#include "runtime/firecracker_api.h"
+#include "runtime/firecracker_jailer.h"
+#include "runtime/firecracker_metrics.h"
+
+namespace mvm::runtime {
+
+struct FirecrackerOptions {
+  std::string binary = "firecracker";  // a path or a name in $PATH
+  bool useJailer = false;
+  std::string jailerBinary = "jailer";
+  JailerConfig jailer;  // chroot base, uid/gid range, parent cgroup, netns, limits
+  std::filesystem::path runtimeDir = "/run/mvm/fc";   // sockets without the jailer
+  std::chrono::milliseconds bootTimeout{60000};       // spawn to MVM-READY (or to Running)
+  std::chrono::milliseconds apiTimeout{5000};         // per API request
+  std::chrono::milliseconds snapshotTimeout{120000};  // PUT /snapshot/create and /load
+  // Dirty page tracking on; a Sleep after a Wake takes a Diff snapshot and applies it to the
+  // memory file the VM was loaded from (kept for that); otherwise Full.
+  bool diffSnapshots = false;
+  // Attach eth0 backed by a TAP the driver creates per instance (`mvm` + 8 hex) with MMDS.
+  bool network = false;
+  uintmax_t logRotateBytes = 4u << 20;
+};
+
+// Options from MVM_FC_* variables (docs/firecracker.md): MVM_FC_BINARY, MVM_FC_JAILER (a path,
+// or "0"/"1"), MVM_FC_CHROOT_BASE, MVM_FC_UID_BASE, MVM_FC_UID_COUNT, MVM_FC_PARENT_CGROUP,
+// MVM_FC_NETNS, MVM_FC_NEW_PID_NS, MVM_FC_DAEMONIZE, MVM_FC_RUNTIME_DIR, MVM_FC_BOOT_TIMEOUT,
+// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK, MVM_FC_DIFF_SNAPSHOTS. Error naming the variable when a
+// value is malformed.
+Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions defaults = {});
+
+class FirecrackerVmm final : public controller::Vmm {
+ public:
+  // Checks the options: binaries executable, runtime dir creatable and short enough.
+  static Result<std::unique_ptr<FirecrackerVmm>> Create(FirecrackerOptions options);
+
+  std::string_view Name() const override { return "firecracker"; }
+  Status Prepare(const controller::VmmTarget& target) override;
+  Result<controller::VmmHandle> Start(const controller::VmmTarget& target) override;
+  Status Pause(const controller::VmmTarget& target) override;
+  Status Resume(const controller::VmmTarget& target) override;
+  Status Sleep(const controller::VmmTarget& target) override;
+  Result<controller::VmmHandle> Wake(const controller::VmmTarget& target) override;
+  Status Stop(const controller::VmmTarget& target) override;
+  Status Destroy(const controller::VmmTarget& target) override;
+  controller::ProbeResult Probe(const controller::VmmTarget& target) override;
+
+  // Asks the live VMM to flush its metrics (PUT /actions FlushMetrics) and returns the newest
+  // line of its metrics file, summarised. Also written to <dir>/runtime/metrics-summary.json,
+  // which `mvmctl describe instance` can show (docs/firecracker.md). Probe does the same, best
+  // effort, for every live VMM, and appends the main counters to its detail.
+  Result<FirecrackerMetrics> Metrics(const controller::VmmTarget& target);
+
+  struct Paths {
+    std::filesystem::path dir, runtime, volumes, snapshots;
+    std::filesystem::path record, fcLog, metrics, metricsSummary, vmmLog, console, disk;
+    std::filesystem::path vmstate, mem;  // snapshots/{vmstate,mem}
+    std::filesystem::path base;          // snapshots/base.ok: mem is this VM's load base
+    std::filesystem::path sockets;       // <runtimeDir>/<hash> (direct mode)
+    std::string jailId;
+    std::string tap;
+  };
+  Paths PathsFor(const std::filesystem::path& instanceDir) const;
+
+  // The firecracker arguments (after `--` under the jailer) and, with the jailer, the whole
+  // jailer command line. Public for tests and docs.
+  std::vector<std::string> CommandLine(const controller::VmmTarget& target) const;
+
+  const FirecrackerOptions& options() const { return options_; }
+
+ private:
+  explicit FirecrackerVmm(FirecrackerOptions options) : options_(std::move(options)) {}
+  Result<controller::VmmHandle> Launch(const controller::VmmTarget& target, bool restore);
+  Status CheckSpec(const controller::VmmTarget& target) const;
+  Status SetState(const controller::VmmTarget& target, const std::string& verb,
+                  const std::string& want, const std::string& expect);
+
+  FirecrackerOptions options_;
+};
+
+}  // namespace mvm::runtime

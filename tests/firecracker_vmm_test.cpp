@@ -1,0 +1,566 @@
+// FirecrackerVmm against tests/firecracker_double (a stand-in for the firecracker binary that
+// enforces the API's rules) and tests/fake_jailer.sh: every lifecycle path, directly and
+// through the jailer, and the failure cases (hung socket, failed snapshot load, a guest that
+// ignores Ctrl-Alt-Del, a VMM that ignores SIGTERM, a guest that never reports ready). After
+// every test, every request the driver sent is checked against Firecracker's own API
+// description (../shared/firecracker/firecracker-api.yaml); a missing description FAILS.
+
+#include "runtime/firecracker_vmm.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "runtime/driver_util.h"
+#include "runtime/files.h"
+#include "runtime/process.h"
+#include "tests/firecracker_api_spec.h"
+#include "tests/test_util.h"
+
+namespace mvm::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using controller::InstanceState;
+using controller::VmmHandle;
+using controller::VmmTarget;
+using ::testing::HasSubstr;
+
+std::string ReadAll(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Live (non-zombie) processes whose command line contains `needle`.
+std::vector<int64_t> ProcessesWith(const std::string& needle) {
+  std::vector<int64_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = ReadAll(e.path() / "cmdline");
+    for (char& c : cmdline) c = c == '\0' ? ' ' : c;
+    if (cmdline.find(needle) == std::string::npos) continue;
+    auto stat = runtime::ReadProcessStat(std::stoll(name));
+    if (stat.ok() && stat->state != 'Z') out.push_back(std::stoll(name));
+  }
+  return out;
+}
+
+class FirecrackerVmmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::setenv("MVM_FCDOUBLE_LOG", (dir_ / "requests.jsonl").c_str(), 1);
+    ::unsetenv("MVM_FCDOUBLE_MODE");
+    ::setenv("MVM_FAKE_JAILER_LOG", (dir_ / "jailer.log").c_str(), 1);
+    WriteFile(dir_ / "images/vmlinux", "not really a kernel");
+    WriteFile(dir_ / "images/initramfs.cpio.gz", "not really an initramfs");
+    WriteFile(dir_ / "images/rootfs.ext4", std::string(64 << 10, 'r'));
+    spec_.runtime = manifests::Runtime::kFirecracker;
+    spec_.image.kernel = (dir_ / "images/vmlinux").string();
+    spec_.image.rootfs = (dir_ / "images/rootfs.ext4").string();
+    spec_.image.bootArgs = "console=ttyS0 reboot=k panic=1";
+    spec_.cmd = {"/app/worker", "--queue", "it's"};
+    spec_.env = {{"QUEUE", "jobs"}};
+    spec_.resources.vcpus = 2;
+    spec_.resources.memoryMiB = 128;
+    spec_.policy.gracefulStopSeconds = 5;
+  }
+
+  void MakeVmm(bool jailer, bool daemonize = false) {
+    runtime::FirecrackerOptions o;
+    o.binary = MVM_FC_DOUBLE;
+    o.runtimeDir = run_.path();
+    o.bootTimeout = std::chrono::seconds(10);
+    o.apiTimeout = std::chrono::milliseconds(1000);
+    o.snapshotTimeout = std::chrono::seconds(10);
+    if (jailer) {
+      o.useJailer = true;
+      o.jailerBinary = MVM_FAKE_JAILER;
+      o.jailer.chrootBase = dir_ / "jail";
+      o.jailer.cgroupRoot = dir_ / "cgroup";  // nothing is created there by the fake jailer
+      o.jailer.cgroupControllers = {"cpu", "memory", "pids"};
+      o.jailer.idBase = static_cast<uint32_t>(::getuid()) == 0 ? 300000 : ::getuid();
+      o.jailer.idCount = ::getuid() == 0 ? 1000 : 1;
+      o.jailer.daemonize = daemonize;
+    }
+    auto vmm = runtime::FirecrackerVmm::Create(o);
+    ASSERT_TRUE(vmm.ok()) << vmm.error().message;
+    vmm_ = std::move(*vmm);
+  }
+
+  // Every request the double received is valid against the API description.
+  void TearDown() override {
+    auto spec = FirecrackerApiSpec::Load(MVM_FC_API_YAML);
+    ASSERT_TRUE(spec.ok()) << spec.error().message
+                           << " (the Firecracker API description must be present in CI)";
+    std::ifstream in(dir_ / "requests.jsonl");
+    int checked = 0;
+    for (std::string line; std::getline(in, line);) {
+      auto req = runtime::ParseJsonObject(line);
+      ASSERT_TRUE(req.has_value()) << line;
+      Status s = spec->Check((*req)["method"].asString(), (*req)["path"].asString(),
+                             (*req)["body"].asString());
+      EXPECT_TRUE(s.ok()) << s.error().message;
+      ++checked;
+    }
+    RecordProperty("requests_checked", checked);
+    for (int64_t pid : ProcessesWith(dir_.path().string())) ::kill(static_cast<pid_t>(pid), 9);
+  }
+
+  VmmTarget Target(const std::string& name, const VmmHandle& handle = {}) {
+    return VmmTarget{{"acme", name}, "web", &spec_, dir_ / ("instances/" + name), handle};
+  }
+  runtime::FirecrackerVmm::Paths Paths(const std::string& name) {
+    return vmm_->PathsFor(Target(name).dir);
+  }
+  std::vector<int64_t> Vmms(const std::string& name) { return ProcessesWith(Paths(name).jailId); }
+
+  // Nothing but the prepared instance (or nothing at all) is left.
+  void ExpectNoProcessOrSocket(const std::string& name) {
+    EXPECT_THAT(Vmms(name), ::testing::IsEmpty());
+    EXPECT_FALSE(fs::exists(Paths(name).sockets));
+    EXPECT_FALSE(fs::exists(Paths(name).record));
+    EXPECT_FALSE(fs::exists(dir_ / "jail/firecracker_double" / Paths(name).jailId));
+  }
+
+  // Start with the double in `mode` and a 2 s boot deadline.
+  Result<VmmHandle> FailingStart(const char* mode, const VmmTarget& t) {
+    MakeVmm(false);
+    ::setenv("MVM_FCDOUBLE_MODE", mode, 1);
+    runtime::FirecrackerOptions o = vmm_->options();
+    o.bootTimeout = std::chrono::seconds(2);
+    vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+    if (Status s = vmm_->Prepare(t); !s.ok()) return s.error();
+    return vmm_->Start(t);
+  }
+
+  std::vector<std::string> Requests() {
+    std::vector<std::string> out;
+    std::ifstream in(dir_ / "requests.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      auto req = runtime::ParseJsonObject(line);
+      out.push_back((*req)["method"].asString() + " " + (*req)["path"].asString());
+    }
+    return out;
+  }
+
+  TempDir dir_{"mvm-fc"};
+  TempDir run_{"mfc"};
+  std::unique_ptr<runtime::FirecrackerVmm> vmm_;
+  manifests::PoolSpec spec_;
+};
+
+// Boot, pause, resume, sleep, wake, metrics, stop, destroy, checking what the double saw.
+void RunLifecycle(FirecrackerVmmTest& t, runtime::FirecrackerVmm& vmm, const VmmTarget& target,
+                  const fs::path& console) {
+  ASSERT_TRUE(vmm.Prepare(target).ok());
+  auto started = vmm.Start(target);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_TRUE(runtime::IsAlive({started->pid, started->startTime}));
+  auto record = runtime::ParseJsonObject(started->data);
+  ASSERT_TRUE(record.has_value());
+  const std::string boot_id = (*record)["bootId"].asString();
+  EXPECT_EQ(boot_id.size(), 16u);
+
+  // Probe finds the live VMM from the driver's own record, without the controller's handle.
+  VmmTarget bare = target;
+  bare.handle = {};
+  auto probe = vmm.Probe(bare);
+  EXPECT_TRUE(probe.alive) << probe.detail;
+  EXPECT_EQ(probe.observed, InstanceState::kRunning);
+  EXPECT_EQ(probe.handle, *started);
+  // Each probe of a live VMM refreshes its metrics summary.
+  EXPECT_THAT(probe.detail, HasSubstr("vcpu exits 12"));
+  EXPECT_TRUE(fs::exists(vmm.PathsFor(target.dir).metricsSummary));
+
+  VmmTarget live = target;
+  live.handle = *started;
+  ASSERT_TRUE(vmm.Pause(live).ok());
+  EXPECT_EQ(vmm.Probe(live).observed, InstanceState::kWarm);
+  ASSERT_TRUE(vmm.Resume(live).ok());
+  EXPECT_EQ(vmm.Probe(live).observed, InstanceState::kRunning);
+  ASSERT_TRUE(vmm.Pause(live).ok());
+
+  Status slept = vmm.Sleep(live);
+  ASSERT_TRUE(slept.ok()) << slept.error().message;
+  EXPECT_FALSE(runtime::IsAlive({started->pid, started->startTime}));
+  auto paths = vmm.PathsFor(target.dir);
+  EXPECT_EQ(fs::file_size(paths.mem), 128u << 20);
+  EXPECT_TRUE(fs::exists(paths.vmstate));
+  EXPECT_FALSE(fs::exists(paths.vmstate.string() + ".partial"));
+  auto asleep = vmm.Probe(live);
+  EXPECT_FALSE(asleep.alive);
+  EXPECT_TRUE(asleep.snapshot);
+  // Repeating Sleep (a crash after the snapshot) is harmless.
+  EXPECT_TRUE(vmm.Sleep(live).ok());
+
+  auto woke = vmm.Wake(live);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  EXPECT_NE(woke->pid, started->pid);
+  EXPECT_THAT(ReadAll(console), HasSubstr("MVM-RESTORED " + boot_id));
+  EXPECT_EQ((*runtime::ParseJsonObject(woke->data))["bootId"].asString(), boot_id);
+  EXPECT_FALSE(fs::exists(paths.vmstate));
+  live.handle = *woke;
+  EXPECT_EQ(vmm.Probe(live).observed, InstanceState::kRunning);
+
+  auto metrics = vmm.Metrics(live);
+  ASSERT_TRUE(metrics.ok()) << metrics.error().message;
+  EXPECT_GE(metrics->metricsLines, 1u);
+  EXPECT_EQ(metrics->vcpuExits, 12u);
+  EXPECT_TRUE(fs::exists(paths.metricsSummary));
+
+  Status stopped = vmm.Stop(live);
+  ASSERT_TRUE(stopped.ok()) << stopped.error().message;
+  EXPECT_FALSE(runtime::IsAlive({woke->pid, woke->startTime}));
+  EXPECT_TRUE(vmm.Stop(live).ok());  // idempotent
+  ASSERT_TRUE(vmm.Destroy(live).ok());
+  EXPECT_FALSE(fs::exists(target.dir));
+  EXPECT_TRUE(vmm.Destroy(live).ok());  // idempotent
+  (void)t;
+}
+
+TEST_F(FirecrackerVmmTest, Lifecycle_DirectLaunchSleepsAndWakesWithTheSameGuest) {
+  MakeVmm(false);
+  VmmTarget t = Target("web-1");
+  RunLifecycle(*this, *vmm_, t, Paths("web-1").console);
+  ExpectNoProcessOrSocket("web-1");
+  auto requests = Requests();
+  // The order Firecracker needs: configuration, then InstanceStart; a fresh process for load.
+  EXPECT_THAT(requests, ::testing::Contains("PUT /boot-source"));
+  EXPECT_THAT(requests, ::testing::Contains("PUT /snapshot/create"));
+  EXPECT_THAT(requests, ::testing::Contains("PUT /snapshot/load"));
+  auto load = std::find(requests.begin(), requests.end(), "PUT /snapshot/load");
+  ASSERT_NE(load, requests.begin());
+  EXPECT_EQ(*(load - 1), "PUT /metrics");  // only logger and metrics precede a load
+  EXPECT_THAT(requests, ::testing::Contains("PUT /actions"));
+}
+
+TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
+  MakeVmm(true, /*daemonize=*/true);
+  VmmTarget t = Target("web-2");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  const fs::path jail = dir_ / "jail/firecracker_double" / Paths("web-2").jailId / "root";
+  // The layout: kernel, initrd and disk linked in, the disk being the instance's own.
+  struct stat disk {
+  }, linked{};
+  ASSERT_EQ(::stat(Paths("web-2").disk.c_str(), &disk), 0);
+  ASSERT_EQ(::stat((jail / "rootfs.ext4").c_str(), &linked), 0);
+  EXPECT_EQ(disk.st_ino, linked.st_ino);
+  EXPECT_TRUE(fs::exists(jail / "vmlinux"));
+  EXPECT_TRUE(fs::exists(jail / "initrd"));
+  EXPECT_TRUE(fs::exists(jail / "run/firecracker.socket"));
+  EXPECT_EQ(started->socket, (jail / "run/firecracker.socket").string());
+  // The pid came from the jail's pid file.
+  EXPECT_EQ(ReadAll(jail / "firecracker_double.pid"), std::to_string(started->pid) + "\n");
+  // Daemonized (stdio on /dev/null): the console reached console.log through PUT /serial.
+  EXPECT_THAT(Requests(), ::testing::Contains("PUT /serial"));
+  EXPECT_THAT(ReadAll(Paths("web-2").console), HasSubstr("MVM-READY "));
+  const std::string argv = ReadAll(dir_ / "jailer.log");
+  EXPECT_THAT(argv, HasSubstr("--id " + Paths("web-2").jailId));
+  EXPECT_THAT(argv, HasSubstr("--cgroup-version 2 --parent-cgroup mvm.slice/acme"));
+  EXPECT_THAT(argv, HasSubstr("--cgroup cpu.max=200000\\ 100000"));
+  EXPECT_THAT(argv, HasSubstr("--cgroup memory.max=" + std::to_string((128 + 64) << 20)));
+  EXPECT_THAT(argv, HasSubstr("--new-pid-ns --daemonize -- --api-sock /run/firecracker.socket"));
+  ASSERT_TRUE(vmm_->Stop(Target("web-2", *started)).ok());
+  EXPECT_FALSE(fs::exists(jail.parent_path()));
+
+  // The whole lifecycle, through a jailer that does not daemonize (the default).
+  MakeVmm(true);
+  VmmTarget t3 = Target("web-3");
+  RunLifecycle(*this, *vmm_, t3, Paths("web-3").console);
+  ExpectNoProcessOrSocket("web-3");
+}
+
+// The last PUT /snapshot/create's snapshot_type.
+std::string LastSnapshotType(const fs::path& log) {
+  std::ifstream in(log);
+  std::string type;
+  for (std::string line; std::getline(in, line);) {
+    auto req = runtime::ParseJsonObject(line);
+    if (!req || (*req)["path"].asString() != "/snapshot/create") continue;
+    auto body = runtime::ParseJsonObject((*req)["body"].asString());
+    if (body) type = (*body)["snapshot_type"].asString();
+  }
+  return type;
+}
+
+TEST_F(FirecrackerVmmTest, Sleep_DiffSnapshotAfterAWakeIsAppliedToTheLoadedBase) {
+  for (bool jailer : {false, true}) {
+    MakeVmm(jailer);
+    runtime::FirecrackerOptions o = vmm_->options();
+    o.diffSnapshots = true;
+    vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+    const std::string name = jailer ? "web-j" : "web-d";
+    VmmTarget t = Target(name);
+    const auto paths = Paths(name);
+    ASSERT_TRUE(vmm_->Prepare(t).ok());
+    auto started = vmm_->Start(t);
+    ASSERT_TRUE(started.ok()) << started.error().message;
+    const std::string boot_id = (*runtime::ParseJsonObject(started->data))["bootId"].asString();
+    t.handle = *started;
+    // resumes=1, then a Full snapshot (no base yet).
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    ASSERT_TRUE(vmm_->Resume(t).ok());
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    ASSERT_TRUE(vmm_->Sleep(t).ok());
+    EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Full");
+    auto woke = vmm_->Wake(t);
+    ASSERT_TRUE(woke.ok()) << woke.error().message;
+    t.handle = *woke;
+    EXPECT_THAT(ReadAll(paths.console), HasSubstr("MVM-RESTORED " + boot_id + " resumes=1"));
+    EXPECT_TRUE(fs::exists(paths.mem)) << "the base is kept";
+    EXPECT_TRUE(fs::exists(paths.base));
+    EXPECT_FALSE(vmm_->Probe(t).snapshot);
+    // resumes=2, then a Diff: only that page is written, and applied to the base.
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    ASSERT_TRUE(vmm_->Resume(t).ok());
+    ASSERT_TRUE(vmm_->Pause(t).ok());
+    Status slept = vmm_->Sleep(t);
+    ASSERT_TRUE(slept.ok()) << slept.error().message;
+    EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Diff");
+    EXPECT_FALSE(fs::exists(paths.snapshots / "mem.diff"));
+    EXPECT_EQ(fs::file_size(paths.mem), 128u << 20);
+    EXPECT_TRUE(vmm_->Probe(t).snapshot);
+    auto again = vmm_->Wake(t);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_THAT(ReadAll(paths.console), HasSubstr("MVM-RESTORED " + boot_id + " resumes=2"));
+    // A fresh boot forgets the base.
+    ASSERT_TRUE(vmm_->Stop(Target(name, *again)).ok());
+    EXPECT_FALSE(fs::exists(paths.mem));
+    EXPECT_FALSE(fs::exists(paths.base));
+    ASSERT_TRUE(vmm_->Destroy(Target(name, *again)).ok());
+    ExpectNoProcessOrSocket(name);
+  }
+}
+
+TEST_F(FirecrackerVmmTest, Network_TapIsCreatedNamedOnWakeAndDeletedOnDestroy) {
+  // In a private network namespace: the TAP never touches the host's.
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot create a network namespace (root)";
+  if (!fs::exists("/dev/net/tun")) GTEST_SKIP() << "no /dev/net/tun";
+  MakeVmm(false);
+  runtime::FirecrackerOptions o = vmm_->options();
+  o.network = true;
+  vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+  VmmTarget t = Target("web-1");
+  const std::string tap = Paths("web-1").tap;
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  EXPECT_NE(::if_nametoindex(tap.c_str()), 0u) << tap;
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_THAT(ReadAll(dir_ / "requests.jsonl"), HasSubstr("\\\"host_dev_name\\\":\\\"" + tap));
+  t.handle = *started;
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  ASSERT_TRUE(vmm_->Sleep(t).ok());
+  EXPECT_NE(::if_nametoindex(tap.c_str()), 0u) << "the TAP outlives the process while Sleeping";
+  auto woke = vmm_->Wake(t);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  EXPECT_THAT(ReadAll(Paths("web-1").console), HasSubstr("eth0=" + tap));
+  ASSERT_TRUE(vmm_->Destroy(Target("web-1", *woke)).ok());
+  EXPECT_EQ(::if_nametoindex(tap.c_str()), 0u);
+  ExpectNoProcessOrSocket("web-1");
+}
+
+TEST_F(FirecrackerVmmTest, Start_HungApiSocketFailsWithinTheDeadlineAndLeavesNothing) {
+  VmmTarget t = Target("web-1");
+  auto started = FailingStart("hang", t);
+  ASSERT_FALSE(started.ok());
+  EXPECT_THAT(started.error().message, HasSubstr("never answered"));
+  ExpectNoProcessOrSocket("web-1");
+  EXPECT_TRUE(vmm_->Destroy(t).ok());
+}
+
+TEST_F(FirecrackerVmmTest, Pause_ApiThatStopsAnsweringTimesOutAndStopStillEndsTheVmm) {
+  MakeVmm(false);
+  ::setenv("MVM_FCDOUBLE_MODE", "hang-vm", 1);
+  spec_.policy.gracefulStopSeconds = 1;
+  VmmTarget t = Target("web-1");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  Status paused = vmm_->Pause(Target("web-1", *started));
+  ASSERT_FALSE(paused.ok());
+  EXPECT_THAT(paused.error().message, HasSubstr("PATCH /vm: no answer"));
+  Status stopped = vmm_->Stop(Target("web-1", *started));
+  EXPECT_TRUE(stopped.ok()) << stopped.error().message;
+  ExpectNoProcessOrSocket("web-1");
+}
+
+TEST_F(FirecrackerVmmTest, Stop_EscalatesToSigtermThenSigkillWhenTheGuestIgnoresCtrlAltDel) {
+  MakeVmm(false);
+  spec_.policy.gracefulStopSeconds = 1;
+  for (const char* mode : {"ignore-ctrl-alt-del", "ignore-ctrl-alt-del,ignore-sigterm"}) {
+    ::setenv("MVM_FCDOUBLE_MODE", mode, 1);
+    VmmTarget t = Target("web-1");
+    ASSERT_TRUE(vmm_->Prepare(t).ok());
+    auto started = vmm_->Start(t);
+    ASSERT_TRUE(started.ok()) << started.error().message;
+    Status stopped = vmm_->Stop(Target("web-1", *started));
+    EXPECT_TRUE(stopped.ok()) << mode << ": " << stopped.error().message;
+    EXPECT_FALSE(runtime::IsAlive({started->pid, started->startTime})) << mode;
+    ExpectNoProcessOrSocket("web-1");
+  }
+}
+
+TEST_F(FirecrackerVmmTest, Wake_FailedSnapshotLoadEndsTheProcessKeepsTheSnapshotAndCanBeRetried) {
+  MakeVmm(true);
+  VmmTarget t = Target("web-1");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  ASSERT_TRUE(vmm_->Pause(Target("web-1", *started)).ok());
+  ASSERT_TRUE(vmm_->Sleep(Target("web-1", *started)).ok());
+  ::setenv("MVM_FCDOUBLE_MODE", "fail-load", 1);
+  auto woke = vmm_->Wake(Target("web-1", *started));
+  ASSERT_FALSE(woke.ok());
+  EXPECT_THAT(woke.error().message, HasSubstr("restore failed: PUT /snapshot/load: 400: Load "
+                                              "snapshot error: injected failure"));
+  ExpectNoProcessOrSocket("web-1");
+  EXPECT_TRUE(vmm_->Probe(t).snapshot);
+  ::unsetenv("MVM_FCDOUBLE_MODE");
+  auto retried = vmm_->Wake(Target("web-1", *started));
+  ASSERT_TRUE(retried.ok()) << retried.error().message;
+  EXPECT_TRUE(vmm_->Destroy(Target("web-1", *retried)).ok());
+  ExpectNoProcessOrSocket("web-1");
+}
+
+TEST_F(FirecrackerVmmTest, Start_GuestThatNeverReportsReadyFailsWithTheConsoleTail) {
+  auto started = FailingStart("no-ready", Target("web-1"));
+  ASSERT_FALSE(started.ok());
+  EXPECT_THAT(started.error().message, HasSubstr("no MVM-READY"));
+  EXPECT_THAT(started.error().message, HasSubstr("--- console"));
+  ExpectNoProcessOrSocket("web-1");
+}
+
+TEST_F(FirecrackerVmmTest, Api_RulesOfTheDoubleSurfaceAsFaultMessages) {
+  MakeVmm(false);
+  VmmTarget t = Target("web-1");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  runtime::FirecrackerApi api(started->socket);
+  // Pre-boot-only calls are refused after InstanceStart.
+  auto late = api.Call("PUT", "/boot-source", R"({"kernel_image_path":"/nope"})");
+  ASSERT_FALSE(late.ok());
+  EXPECT_THAT(late.error().message,
+              HasSubstr("PUT /boot-source: 400: The requested operation is not supported after "
+                        "starting the microVM."));
+  // A snapshot needs a paused VM.
+  auto snap =
+      api.Call("PUT", "/snapshot/create", R"({"snapshot_path":"/tmp/x","mem_file_path":"/tmp/y"})");
+  ASSERT_FALSE(snap.ok());
+  EXPECT_THAT(snap.error().message, HasSubstr("must be paused"));
+  // A load needs a fresh process.
+  auto load = api.Call(
+      "PUT", "/snapshot/load",
+      R"({"snapshot_path":"/tmp/x","mem_backend":{"backend_type":"File","backend_path":"/tmp/y"}})");
+  ASSERT_FALSE(load.ok());
+  EXPECT_THAT(load.error().message, HasSubstr("not allowed after configuring"));
+  EXPECT_TRUE(runtime::IsAlive({started->pid, started->startTime}));
+  ASSERT_TRUE(vmm_->Destroy(Target("web-1", *started)).ok());
+  ExpectNoProcessOrSocket("web-1");
+}
+
+TEST_F(FirecrackerVmmTest, Start_BadInputIsRefusedWithFirecrackersMessage) {
+  MakeVmm(false);
+  VmmTarget t = Target("web-1");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  fs::remove(Paths("web-1").disk);
+  auto started = vmm_->Start(t);
+  ASSERT_FALSE(started.ok());
+  EXPECT_THAT(started.error().message, HasSubstr("not prepared"));
+  // A missing initrd is the driver's own finding, before any process exists.
+  spec_.image.initrd = (dir_ / "images/missing-initrd").string();
+  auto refused = vmm_->Start(t);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error().message, HasSubstr("initrd"));
+  ExpectNoProcessOrSocket("web-1");
+}
+
+TEST_F(FirecrackerVmmTest, Api_BadInputGets400WithAFaultMessage) {
+  // A bare double, its requests not logged: these are deliberately invalid.
+  ::unsetenv("MVM_FCDOUBLE_LOG");
+  const fs::path socket = run_ / "bare.sock";
+  auto id = runtime::SpawnDetached({{MVM_FC_DOUBLE, "--api-sock", socket.string(), "--id",
+                                     "bare-" + run_.path().filename().string()},
+                                    dir_ / "bare.log",
+                                    "/"});
+  ASSERT_TRUE(id.ok()) << id.error().message;
+  runtime::FirecrackerApi api(socket.string());
+  for (int i = 0; i < 200 && !api.Call("GET", "/", "").ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto state = api.State();
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  EXPECT_EQ(*state, "Not started");
+  auto drive =
+      api.Call("PUT", "/drives/rootfs",
+               R"({"drive_id":"rootfs","path_on_host":"/nonexistent","is_root_device":true})");
+  ASSERT_FALSE(drive.ok());
+  EXPECT_THAT(drive.error().message, HasSubstr("400: Unable to create the block device"));
+  auto garbage = api.Call("PUT", "/machine-config", "{not json");
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_THAT(garbage.error().message, HasSubstr("400: invalid JSON body"));
+  auto unknown = api.Call("PUT", "/teleport", "{}");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(unknown.error().message, HasSubstr("400: Invalid request method and/or path"));
+  auto early = api.Call("PATCH", "/vm", R"({"state":"Paused"})");
+  ASSERT_FALSE(early.ok());
+  EXPECT_THAT(early.error().message, HasSubstr("pre-boot"));
+  EXPECT_TRUE(runtime::KillAndWait(*id, std::chrono::seconds(5)));
+}
+
+TEST_F(FirecrackerVmmTest, CommandLine_DirectAndJailed) {
+  MakeVmm(false);
+  auto direct = vmm_->CommandLine(Target("web-1"));
+  EXPECT_THAT(direct, ::testing::ElementsAre(MVM_FC_DOUBLE, "--api-sock",
+                                             (Paths("web-1").sockets / "api.sock").string(), "--id",
+                                             Paths("web-1").jailId));
+  MakeVmm(true);
+  auto jailed = vmm_->CommandLine(Target("web-1"));
+  ASSERT_GE(jailed.size(), 3u);
+  EXPECT_EQ(jailed[0], MVM_FAKE_JAILER);
+  EXPECT_EQ(jailed[jailed.size() - 2], "--api-sock");
+}
+
+TEST(FirecrackerOptions, FromEnvReadsEveryVariableAndNamesABadOne) {
+  ::setenv("MVM_FC_BINARY", "/opt/fc/firecracker", 1);
+  ::setenv("MVM_FC_JAILER", "/opt/fc/jailer", 1);
+  ::setenv("MVM_FC_CHROOT_BASE", "/srv/j", 1);
+  ::setenv("MVM_FC_UID_BASE", "500000", 1);
+  ::setenv("MVM_FC_UID_COUNT", "100", 1);
+  ::setenv("MVM_FC_NETNS", "/var/run/netns/{tenant}", 1);
+  ::setenv("MVM_FC_BOOT_TIMEOUT", "30", 1);
+  auto o = runtime::FirecrackerOptionsFromEnv();
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->binary, "/opt/fc/firecracker");
+  EXPECT_TRUE(o->useJailer);
+  EXPECT_EQ(o->jailerBinary, "/opt/fc/jailer");
+  EXPECT_EQ(o->jailer.chrootBase, "/srv/j");
+  EXPECT_EQ(o->jailer.idBase, 500000u);
+  EXPECT_EQ(o->jailer.idCount, 100u);
+  EXPECT_EQ(o->jailer.netns, "/var/run/netns/{tenant}");
+  EXPECT_EQ(o->bootTimeout, std::chrono::seconds(30));
+  ::setenv("MVM_FC_BOOT_TIMEOUT", "soon", 1);
+  auto bad = runtime::FirecrackerOptionsFromEnv();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("MVM_FC_BOOT_TIMEOUT"));
+  ::setenv("MVM_FC_JAILER", "0", 1);
+  ::unsetenv("MVM_FC_BOOT_TIMEOUT");
+  EXPECT_FALSE(runtime::FirecrackerOptionsFromEnv()->useJailer);
+}
+
+}  // namespace
+}  // namespace mvm::testing
