@@ -463,7 +463,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   LaunchGuard guard(paths, paths.sockets);
   const auto t0 = Clock::now();
   const auto deadline = t0 + options_.bootTimeout;
-  Result<ProcessIdentity> spawned = SpawnDetached({*argv, paths.qemuLog, paths.dir});
+  Result<ProcessIdentity> spawned = SpawnDetached({*argv, paths.qemuLog, paths.dir, std::nullopt});
   if (!spawned.ok()) return Error{verb + std::string(": ") + spawned.error().message};
   const ProcessIdentity id = *spawned;
   guard.Track(id);
