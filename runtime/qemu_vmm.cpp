@@ -4,11 +4,13 @@
 #include <json/writer.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <optional>
 #include <thread>
@@ -220,16 +222,19 @@ class LaunchGuard {
   ~LaunchGuard() {
     if (committed_) return;
     if (!id_.empty()) KillAndWait(id_, kKillWait);
+    if (release_) release_();
     RemovePath(sockets_);
     RemovePath(paths_.record);
   }
   void Track(ProcessIdentity id) { id_ = id; }
+  void OnFailure(std::function<void()> release) { release_ = std::move(release); }
   void Commit() { committed_ = true; }
 
  private:
   const QemuVmm::Paths& paths_;
   fs::path sockets_;
   ProcessIdentity id_;
+  std::function<void()> release_;
   bool committed_ = false;
 };
 
@@ -267,6 +272,9 @@ Result<QemuOptions> QemuOptionsFromEnv(QemuOptions o) {
     if (!k.ok()) return k.error();
     o.tscKhz = static_cast<uint64_t>(*k);
   }
+  Result<ConfinementOptions> confinement = ConfinementOptionsFromEnv("QEMU_", o.confinement);
+  if (!confinement.ok()) return confinement.error();
+  o.confinement = std::move(*confinement);
   return o;
 }
 
@@ -296,6 +304,11 @@ Result<std::unique_ptr<QemuVmm>> QemuVmm::Create(QemuOptions options) {
                  ec.message()};
   }
   if (options.tscKhz == 0) options.tscKhz = HostTscKhz();
+  if (options.confinement.enabled && ::geteuid() != 0) {
+    return Error{
+        "qemu runtime: confinement (jail, cgroup, seccomp) needs root; run mvmd as root "
+        "or set MVM_QEMU_JAIL=off"};
+  }
   return std::unique_ptr<QemuVmm>(new QemuVmm(std::move(options)));
 }
 
@@ -429,11 +442,50 @@ Status QemuVmm::Prepare(const VmmTarget& target) {
   }
   // Created and Ready hold no VMM: anything recorded is an orphan of an interrupted call.
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s;
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) return s;
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
   // A fresh copy each time: Prepare also serves Rebuild (a new image revision).
   if (Status s = SparseCopy(rootfs, paths.disk); !s.ok()) return s;
   return {};
+}
+
+namespace {
+
+// The jail of one qemu: its kernel and initrd read-only; its disk, snapshots, console and sockets
+// read-write; /dev/kvm only with -accel kvm.
+Result<Confinement> Confine(const Confiner& confiner, const VmmTarget& target,
+                            const QemuVmm::Paths& paths, const std::vector<std::string>& argv,
+                            const std::string& accel) {
+  ConfineRequest r;
+  r.target = &target;
+  r.instanceDir = paths.dir;
+  r.jailRoot = paths.runtime / "jail";
+  std::error_code ec;
+  fs::create_directories(r.jailRoot, ec);
+  fs::permissions(r.jailRoot, fs::perms::owner_all, ec);
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == "-kernel" || argv[i] == "-initrd") r.readOnly.emplace_back(argv[i + 1]);
+  }
+  if (!Exists(paths.console)) {
+    if (Status s = WriteFileAtomic(paths.console, ""); !s.ok()) return s.error();
+  }
+  fs::create_directories(paths.snapshots, ec);
+  r.writable = {paths.volumes, paths.snapshots, paths.console, paths.sockets};
+  r.devices = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"};
+  if (accel == "kvm") r.devices.emplace_back("/dev/kvm");
+  // The disk and a snapshot (guest memory) are the largest files it writes.
+  uintmax_t disk = fs::file_size(paths.disk, ec);
+  r.maxFileBytes = (ec ? 0 : disk) +
+                   (static_cast<uint64_t>(target.spec->resources.memoryMiB) << 20) + (1ULL << 30);
+  return confiner.Confine(r);
+}
+
+}  // namespace
+
+Status QemuVmm::ReleaseConfinement(const VmmTarget& target, bool destroy) const {
+  if (!options_.confinement.enabled) return {};
+  return confiner_.Release(target, PathsFor(target.dir).dir, destroy);
 }
 
 Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
@@ -448,6 +500,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   }
   // Start and Wake run when the instance holds no VMM: a recorded process is an orphan.
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s.error();
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) return s.error();
   Result<std::vector<std::string>> argv = CommandLine(target, restore);
   if (!argv.ok()) return argv.error();
 
@@ -461,9 +514,18 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   RotateLog(paths.qemuLog, options_.logRotateBytes);
 
   LaunchGuard guard(paths, paths.sockets);
+  std::optional<Confinement> confined;
+  if (options_.confinement.enabled) {
+    guard.OnFailure([this, &target] { (void)ReleaseConfinement(target, false); });
+    Result<Confinement> c = Confine(confiner_, target, paths, *argv, options_.accel);
+    if (!c.ok()) return Error{verb + std::string(": ") + c.error().message};
+    confined.emplace(std::move(*c));
+  }
   const auto t0 = Clock::now();
   const auto deadline = t0 + options_.bootTimeout;
-  Result<ProcessIdentity> spawned = SpawnDetached({*argv, paths.qemuLog, paths.dir, std::nullopt});
+  Result<ProcessIdentity> spawned =
+      SpawnDetached({*argv, paths.qemuLog, paths.dir,
+                     confined ? std::optional<JailSpec>(confined->jail) : std::nullopt});
   if (!spawned.ok()) return Error{verb + std::string(": ") + spawned.error().message};
   const ProcessIdentity id = *spawned;
   guard.Track(id);
@@ -477,6 +539,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   record["console"] = paths.console.string();
   record["qemuLog"] = paths.qemuLog.string();
   record["accel"] = options_.accel;
+  record["confinement"] = confined ? confined->describe : Json::Value("off");
   // Written before waiting, so that a crash of mvmd during the boot leaves a findable process.
   if (Status s = WriteFileAtomic(paths.record, JsonLine(record)); !s.ok()) return s.error();
 
@@ -631,7 +694,10 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
   const Record record = LoadRecord(target, paths);
   if (!IsAlive(record.id)) {
     // Repeated after a crash that came after the snapshot: done already.
-    if (Exists(paths.snapshot)) return EndProcess(record, paths);
+    if (Exists(paths.snapshot)) {
+      if (Status s = EndProcess(record, paths); !s.ok()) return s;
+      return ReleaseConfinement(target, false);
+    }
     return Error{"sleep: no VMM process and no snapshot"};
   }
   const auto t0 = Clock::now();
@@ -688,6 +754,9 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
     return Error{"sleep: qemu pid " + std::to_string(record.id.pid) + " survived SIGKILL"};
   }
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"sleep: " + s.error().message};
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) {
+    return Error{"sleep: " + s.error().message};
+  }
   spdlog::info("qemu: {} asleep: state saved in {} ({} bytes), process ended after {}",
                target.key.ToString(), Seconds(saved), fs::file_size(paths.snapshot, ec),
                Seconds(Clock::now() - t0));
@@ -746,6 +815,9 @@ Status QemuVmm::Stop(const VmmTarget& target) {
                  how);
   }
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"stop: " + s.error().message};
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) {
+    return Error{"stop: " + s.error().message};
+  }
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
   return {};
@@ -754,6 +826,9 @@ Status QemuVmm::Stop(const VmmTarget& target) {
 Status QemuVmm::Destroy(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) {
+    return Error{"destroy: " + s.error().message};
+  }
+  if (Status s = ReleaseConfinement(target, true); !s.ok()) {
     return Error{"destroy: " + s.error().message};
   }
   std::error_code ec;
