@@ -18,6 +18,7 @@
 #include "runtime/files.h"
 #include "runtime/guest_ctl.h"
 #include "runtime/qmp_client.h"
+#include "runtime/seccomp_profile.h"
 
 namespace mvm::runtime {
 namespace {
@@ -209,6 +210,15 @@ std::string Tails(const QemuVmm::Paths& paths) {
   out += "\n--- console (last " + std::to_string(kTailLines) + " lines) ---\n" +
          (console.empty() ? std::string("(empty)") : console);
   return out;
+}
+
+// "; killed by seccomp (profile forbids SYSCALL)" when the kernel log says so (docs/security.md:
+// it does while auditing is on), else nothing.
+std::string SeccompNote(int64_t pid) {
+  if (pid <= 0) return {};
+  std::optional<std::string> call = FindSeccompKill(pid);
+  if (!call) return {};
+  return "; killed by seccomp: the pool's profile forbids " + *call;
 }
 
 // Kills the process and removes its sockets and record unless Commit() was called: every failure
@@ -551,7 +561,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
     return Error{
         (restore ? "restore failed: " : "guest never reported ready: ") +
         (exited ? "qemu exited after " + after + " (" + why + ")" : why + " after " + after) +
-        Tails(paths)};
+        (exited ? SeccompNote(id.pid) : std::string()) + Tails(paths)};
   };
 
   Result<QmpClient> qmp = QmpClient::Connect(paths.qmp.string(), deadline, alive);
@@ -844,7 +854,7 @@ ProbeResult QemuVmm::Probe(const VmmTarget& target) {
   result.snapshot = Exists(paths.snapshot);
   Result<QmpClient> qmp = ConnectLive(record, options_.qmpTimeout);
   if (!qmp.ok()) {
-    result.detail = qmp.error().message;
+    result.detail = qmp.error().message + SeccompNote(record.id.pid);
     return result;
   }
   Result<std::string> status = qmp->QueryStatus(options_.qmpTimeout);
