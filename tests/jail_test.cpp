@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "runtime/cgroup.h"
+#include "runtime/confinement.h"
 #include "runtime/jail.h"
 #include "runtime/process.h"
 #include "runtime/seccomp_profile.h"
@@ -214,6 +215,66 @@ TEST(Cgroup, ReportsControllersTheHierarchyLacks) {
   }
   EXPECT_TRUE(CgroupTree::Kill(leaf->path).ok());
   EXPECT_FALSE(fs::exists(leaf->path));
+}
+
+TEST(Confiner, WritesThePoolsLimitsAndOwnsTheInstanceFiles) {
+  MVM_REQUIRE_ROOT();
+  TempDir tmp("mvm-confine");
+  // A stand-in hierarchy with every controller, so each limit file can be checked.
+  mvm::testing::WriteFile(tmp / "cg" / "cgroup.controllers", "cpu io memory pids\n");
+  ConfinementOptions options;
+  options.enabled = true;
+  options.stateDir = tmp / "state";
+  options.cgroupHierarchy = tmp / "cg";
+  options.uidFirst = 320000;
+  options.uidCount = 10;
+  manifests::PoolSpec spec;
+  spec.resources.vcpus = 2;
+  spec.resources.memoryMiB = 512;
+  spec.security.seccomp = "strict";
+  controller::VmmTarget target{{"acme", "web-1"}, "web", &spec, tmp / "inst", {}};
+  fs::create_directories(tmp / "inst" / "volumes");
+  mvm::testing::WriteFile(tmp / "inst" / "volumes" / "disk", "x");
+  fs::create_directories(tmp / "inst" / "jail");
+  mvm::testing::WriteFile(tmp / "kernel", "k");
+
+  Confiner confiner(options);
+  ConfineRequest request;
+  request.target = &target;
+  request.instanceDir = tmp / "inst";
+  request.jailRoot = tmp / "inst" / "jail";
+  request.readOnly = {tmp / "kernel"};
+  request.writable = {tmp / "inst" / "volumes"};
+  request.devices = {"/dev/null"};
+  auto c = confiner.Confine(request);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const fs::path leaf = tmp / "cg" / "mvm.slice" / "acme" / "web-1";
+  EXPECT_EQ(confiner.CgroupLeaf(target), leaf);
+  EXPECT_EQ(Slurp(leaf / "cpu.max"), "200000 100000");
+  EXPECT_EQ(Slurp(leaf / "memory.max"), std::to_string((512ll + 256) << 20));
+  EXPECT_EQ(Slurp(leaf / "memory.swap.max"), "0");
+  EXPECT_EQ(Slurp(leaf / "pids.max"), "1024");
+  EXPECT_EQ(c->jail.cgroup, leaf);
+  EXPECT_EQ(c->jail.uid, 320000u);
+  EXPECT_FALSE(c->jail.seccomp.empty());
+  EXPECT_EQ(c->describe["uid"].asUInt(), 320000u);
+  EXPECT_EQ(c->describe["seccomp"].asString(), "strict");
+  EXPECT_EQ(c->describe["cgroup"].asString(), leaf.string());
+  EXPECT_EQ(c->describe["cgroupMissing"].size(), 0u);
+  EXPECT_EQ(c->describe["cgroupLimits"].size(), 4u);
+  for (const fs::path& p :
+       {tmp / "inst", tmp / "inst" / "volumes", tmp / "inst" / "volumes" / "disk"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(p.c_str(), &st), 0) << p;
+    EXPECT_EQ(st.st_uid, 320000u) << p;
+    EXPECT_EQ(st.st_mode & 0777, fs::is_directory(p) ? 0700u : 0600u) << p;
+  }
+  // The same instance gets the same uid again; an unknown profile is refused by name.
+  EXPECT_EQ(confiner.Confine(request)->jail.uid, 320000u);
+  spec.security.seccomp = "lenient";
+  auto bad = confiner.Confine(request);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("spec.security.seccomp"), std::string::npos);
 }
 
 TEST(UidAllocator, OneUidPerOwnerPersistedAndReleased) {

@@ -287,6 +287,16 @@ void ExpectConfined(const VmmHandle& h, const std::string& profile) {
   EXPECT_EQ(ProcStatus(h.pid, "NoNewPrivs"), "1");
   EXPECT_NE(std::filesystem::read_symlink("/proc/self/ns/mnt"),
             std::filesystem::read_symlink("/proc/" + std::to_string(h.pid) + "/ns/mnt"));
+  // Each limit's controller is either enforced or reported missing, never silently dropped.
+  auto tree = runtime::CgroupTree::OnHost();
+  ASSERT_TRUE(tree.ok()) << tree.error().message;
+  std::vector<std::string> have = tree->Controllers();
+  std::string missing;
+  for (const auto& m : c["cgroupMissing"]) missing += m.asString() + " ";
+  for (std::string controller : {"cpu", "memory", "pids"}) {
+    bool present = std::find(have.begin(), have.end(), controller) != have.end();
+    EXPECT_NE(present, missing.find(controller + " ") != std::string::npos) << controller;
+  }
   std::vector<int64_t> procs = runtime::CgroupTree::Procs(c["cgroup"].asString());
   EXPECT_NE(std::find(procs.begin(), procs.end(), h.pid), procs.end()) << c["cgroup"].asString();
 }
