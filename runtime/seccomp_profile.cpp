@@ -1,6 +1,7 @@
 #include "runtime/seccomp_profile.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -55,16 +56,16 @@ const std::vector<std::string>& StrictAllowed() {
   // signalling, sleeping, renames), and ioctl for -accel kvm. docs/security.md.
   static const std::vector<std::string> kAllowed = {
       // traced
-      "accept4", "access", "arch_prctl", "bind", "brk", "clock_nanosleep", "clone", "clone3",
-      "close", "close_range", "dup2", "eventfd2", "execve", "fadvise64", "fchdir", "fcntl",
-      "fdatasync", "futex", "get_mempolicy", "getdents64", "getegid", "geteuid", "getgid",
-      "getpeername", "getpid", "getppid", "getrandom", "getsockname", "gettid", "getuid",
-      "io_uring_setup", "listen", "lseek", "madvise", "memfd_create", "mmap", "mprotect", "munmap",
-      "newfstatat", "openat", "pipe2", "poll", "ppoll", "prctl", "pread64", "preadv", "prlimit64",
-      "pwrite64", "pwritev", "read", "readlink", "readv", "recvmsg", "rseq", "rt_sigaction",
-      "rt_sigprocmask", "rt_sigreturn", "sched_getaffinity", "seccomp", "sendmsg", "set_mempolicy",
-      "set_robust_list", "set_tid_address", "signalfd4", "socket", "statfs", "sysinfo", "unlink",
-      "vfork", "wait4", "write", "writev",
+      "accept4", "access", "arch_prctl", "bind", "brk", "clock_nanosleep", "close", "close_range",
+      "dup2", "eventfd2", "execve", "fadvise64", "fchdir", "fcntl", "fdatasync", "futex",
+      "get_mempolicy", "getdents64", "getegid", "geteuid", "getgid", "getpeername", "getpid",
+      "getppid", "getrandom", "getsockname", "gettid", "getuid", "io_uring_setup", "listen",
+      "lseek", "madvise", "memfd_create", "mmap", "mprotect", "munmap", "newfstatat", "openat",
+      "pipe2", "poll", "ppoll", "prctl", "pread64", "preadv", "prlimit64", "pwrite64", "pwritev",
+      "read", "readlink", "readv", "recvmsg", "rseq", "rt_sigaction", "rt_sigprocmask",
+      "rt_sigreturn", "sched_getaffinity", "seccomp", "sendmsg", "set_mempolicy", "set_robust_list",
+      "set_tid_address", "signalfd4", "socket", "statfs", "sysinfo", "unlink", "vfork", "wait4",
+      "write", "writev",
       // the same paths, not reached in the trace: exits, stat and open variants, time, threads
       "exit", "exit_group", "restart_syscall", "open", "stat", "fstat", "lstat", "statx", "fstatfs",
       "readlinkat", "faccessat", "faccessat2", "dup", "dup3", "pipe", "eventfd", "epoll_create1",
@@ -123,6 +124,29 @@ Result<std::vector<struct sock_filter>> BuildSeccompFilter(
     for (const auto& name : BaselineDenied()) {
       if (Status s = add(name, SCMP_ACT_KILL_PROCESS); !s.ok()) return s.error();
     }
+  }
+  // clone creates threads and children, never namespaces (a user namespace would hand the VMM
+  // capabilities over a fresh set of kernel objects). clone3 passes its flags in memory, out of a
+  // filter's reach: it fails with ENOSYS, and glibc falls back to clone.
+  constexpr uint64_t kNamespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+                                   CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP;
+  auto clone_rule = [&](uint32_t action, uint64_t mask, uint64_t value) -> Status {
+    struct scmp_arg_cmp flags = {0, SCMP_CMP_MASKED_EQ, mask, value};
+    if (int rc = seccomp_rule_add_array(ctx.get(), action, SCMP_SYS(clone), 1, &flags); rc != 0) {
+      return Error{std::string("seccomp: clone rule: ") + std::strerror(-rc)};
+    }
+    return {};
+  };
+  if (strict) {
+    if (Status s = clone_rule(SCMP_ACT_ALLOW, kNamespaces, 0); !s.ok()) return s.error();
+  } else {
+    for (uint64_t bit = 1; bit != 0; bit <<= 1) {
+      if ((kNamespaces & bit) == 0) continue;
+      if (Status s = clone_rule(SCMP_ACT_KILL_PROCESS, bit, bit); !s.ok()) return s.error();
+    }
+  }
+  if (int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0); rc != 0) {
+    return Error{std::string("seccomp: clone3 rule: ") + std::strerror(-rc)};
   }
   // libseccomp 2.5 exports to a descriptor only: a memfd, read back into memory.
   UniqueFd fd(::memfd_create("mvm-seccomp", MFD_CLOEXEC));

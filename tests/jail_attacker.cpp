@@ -5,7 +5,8 @@
 //   ls:DIR          the names in DIR                 -> "ls DIR a b c" | "ls DIR ENOENT"
 //   status          Uid, Gid, Cap*, NoNewPrivs, Seccomp lines of /proc/self/status
 //   hostname        "hostname NAME"
-//   syscall:NAME    "before NAME", the call (ptrace, mount, unshare, bpf, kexec), "after NAME"
+//   syscall:NAME    "before NAME", the call (ptrace, mount, unshare, bpf, kexec, userns: clone
+//                   with CLONE_NEWUSER, thread: plain clone, getpid), "after NAME"
 //   fork:N          N children that sleep forever    -> "forked N"
 //   tick            prints "tick N" every 10 ms forever
 //   sleep           sleeps forever
@@ -18,6 +19,7 @@
 
 #include <dirent.h>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -83,6 +85,12 @@ void Syscall(const std::string& name) {
   if (name == "bpf") r = ::syscall(SYS_bpf, 0, nullptr, 0);
   if (name == "kexec") r = ::syscall(SYS_kexec_load, 0, 0, nullptr, 0);
   if (name == "getpid") r = ::getpid();
+  if (name == "userns" || name == "thread") {
+    // Raw clone, fork-like (no new stack): the child leaves at once.
+    long flags = SIGCHLD | (name == "userns" ? CLONE_NEWUSER : 0);
+    r = ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, 0);
+    if (r == 0) ::_exit(0);
+  }
   std::cout << "after " << name << " " << (r < 0 ? ErrName(errno) : "ok") << std::endl;
 }
 

@@ -376,14 +376,17 @@ TEST(Jail, ForbiddenSyscallKillsTheProcess) {
   int n = 0;
   for (const Case& c :
        {Case{SeccompProfile::kBaseline, "ptrace"}, Case{SeccompProfile::kBaseline, "mount"},
-        Case{SeccompProfile::kBaseline, "unshare"}, Case{SeccompProfile::kStrict, "bpf"},
+        Case{SeccompProfile::kBaseline, "unshare"}, Case{SeccompProfile::kBaseline, "userns"},
+        Case{SeccompProfile::kStrict, "userns"}, Case{SeccompProfile::kStrict, "bpf"},
         Case{SeccompProfile::kStrict, "kexec"}}) {
     SCOPED_TRACE(std::string(SeccompProfileName(c.profile)) + " " + c.call);
     ++n;
     Jailed a(tmp.path(), "k", "vm" + std::to_string(n), 310010 + n);
-    auto id = a.Spawn(a.Spec(c.profile), {"syscall:getpid", "syscall:" + c.call, "sleep"});
+    auto id = a.Spawn(a.Spec(c.profile),
+                      {"syscall:getpid", "syscall:thread", "syscall:" + c.call, "sleep"});
     ASSERT_TRUE(id.ok()) << id.error().message;
     EXPECT_FALSE(a.Line("after getpid ok").empty()) << a.Log();  // allowed calls work
+    EXPECT_FALSE(a.Line("after thread ok").empty()) << a.Log();  // clone without namespaces
     EXPECT_TRUE(WaitForExit(*id, 10s)) << a.Log();
     std::string log = a.Log();
     EXPECT_NE(log.find("before " + c.call), std::string::npos) << log;
@@ -391,7 +394,7 @@ TEST(Jail, ForbiddenSyscallKillsTheProcess) {
     EXPECT_EQ(log.find("sleeping"), std::string::npos) << log;
     // The kernel names the call only while auditing is on: check it whenever it does.
     if (auto name = FindSeccompKill(id->pid)) {
-      EXPECT_EQ(*name, c.call == "kexec" ? "kexec_load" : c.call);
+      EXPECT_EQ(*name, c.call == "kexec" ? "kexec_load" : c.call == "userns" ? "clone" : c.call);
     }
   }
 }
