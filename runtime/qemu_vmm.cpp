@@ -474,6 +474,8 @@ Result<Confinement> Confine(const Confiner& confiner, const VmmTarget& target,
   std::error_code ec;
   fs::create_directories(r.jailRoot, ec);
   fs::permissions(r.jailRoot, fs::perms::owner_all, ec);
+  // A qemu outside /usr (e.g. /opt) is bound too; its libraries must still be in /usr.
+  if (argv.at(0).rfind("/usr/", 0) != 0) r.readOnly.emplace_back(argv[0]);
   for (size_t i = 0; i + 1 < argv.size(); ++i) {
     if (argv[i] == "-kernel" || argv[i] == "-initrd") r.readOnly.emplace_back(argv[i + 1]);
   }
