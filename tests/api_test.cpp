@@ -700,6 +700,23 @@ TEST_F(ApiTest, Watch_UnknownResourceIs400) {
 
 // --- JSON codec ----------------------------------------------------------------------------
 
+TEST(ApiJson, Instance_CarriesTheConfinementAndTheSeccompProfile) {
+  Instance in = MakeInstance("acme", "workers", "workers-a1", InstanceState::kRunning);
+  in.handle.data = R"({"qmp":"/run/q.sock","confinement":{"uid":200001,"seccomp":"strict"}})";
+  auto spec = std::make_shared<manifests::PoolSpec>(*in.spec);
+  spec->security.seccomp = "strict";
+  in.spec = spec;
+  Json::Value json = api::EncodeInstance(in);
+  EXPECT_EQ(json["vmm"]["confinement"]["uid"].asUInt(), 200001u);
+  EXPECT_FALSE(json["vmm"].isMember("qmp")) << "the rest of the driver's data stays private";
+  Instance out = api::DecodeInstance(json);
+  EXPECT_EQ(out.handle.data, R"({"confinement":{"seccomp":"strict","uid":200001}})");
+  ASSERT_TRUE(out.spec);
+  EXPECT_EQ(out.spec->security.seccomp, "strict");
+  EXPECT_NE(cli::DescribeInstance({out, {}}, kNow).find("  UID/GID:        200001/"),
+            std::string::npos);
+}
+
 TEST(ApiJson, Instance_RoundTripsEveryFieldButDriverData) {
   Instance in = MakeInstance("acme", "workers", "workers-a1", InstanceState::kWarm);
   in.target = InstanceState::kSleeping;
