@@ -69,9 +69,10 @@ bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeou
   return true;
 }
 
-#define MVM_REQUIRE_ROOT()                                                            \
-  do {                                                                                \
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, cgroups, setuid)"; \
+#define MVM_REQUIRE_ROOT()                                                               \
+  do {                                                                                   \
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, cgroups, setuid)";    \
+    if (!FindCgroup2Mount().ok()) GTEST_SKIP() << "needs a cgroup v2 hierarchy mounted"; \
   } while (0)
 
 // One jailed attacker: a uid, an instance dir owned by it, a cgroup leaf, a log.

@@ -304,6 +304,7 @@ void ExpectConfined(const VmmHandle& h, const std::string& profile) {
 TEST_F(QemuVmmTest, QemuVmm_StrictSeccompGuestRunsConfinedThroughItsWholeLifecycle) {
   MVM_REQUIRE_QEMU(image);
   if (::geteuid() != 0) GTEST_SKIP() << "confinement needs root (namespaces, cgroups, setuid)";
+  if (!runtime::FindCgroup2Mount().ok()) GTEST_SKIP() << "needs a cgroup v2 hierarchy mounted";
   SetUpVmm(image);
   spec_.security.seccomp = "strict";
   VmmTarget t = Target("web-5");
