@@ -347,5 +347,33 @@ TEST_F(QemuVmmTest, QemuVmm_StrictSeccompGuestRunsConfinedThroughItsWholeLifecyc
   ExpectNothingLeft("web-5");
 }
 
+TEST_F(QemuVmmTest, QemuVmm_SeccompKillOfTheVmmIsReportedWithTheCall) {
+  MVM_REQUIRE_QEMU(image);
+  if (::geteuid() != 0) GTEST_SKIP() << "confinement needs root (namespaces, cgroups, setuid)";
+  if (!runtime::FindCgroup2Mount().ok()) GTEST_SKIP() << "needs a cgroup v2 hierarchy mounted";
+  SetUpVmm(image);
+  // A "qemu" compromised at once: tests/jail_attacker calls ptrace when given a VMM's argv.
+  runtime::QemuOptions options = vmm_->options();
+  options.binary = MVM_JAIL_ATTACKER;
+  auto attacker = runtime::QemuVmm::Create(options);
+  ASSERT_TRUE(attacker.ok()) << attacker.error().message;
+  VmmTarget t = Target("web-6");
+  ASSERT_TRUE((*attacker)->Prepare(t).ok());
+  auto started = (*attacker)->Start(t);
+  ASSERT_FALSE(started.ok());
+  const std::string& message = started.error().message;
+  std::printf("start error: %s\n", message.c_str());
+  EXPECT_THAT(message, HasSubstr("exited"));
+  EXPECT_THAT(message, HasSubstr("before ptrace")) << "the VMM's own log is in the error";
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("after ptrace"))) << "ptrace never returned";
+  ASSERT_TRUE((*attacker)->Destroy(t).ok());
+  EXPECT_FALSE(std::filesystem::exists(runtime::Confiner(options.confinement).CgroupLeaf(t)));
+  // The kernel names the call only while auditing is on (docs/security.md).
+  if (message.find("killed by seccomp") == std::string::npos) {
+    GTEST_SKIP() << "the kernel logs no seccomp kills here (auditing off): " << message;
+  }
+  EXPECT_THAT(message, HasSubstr("killed by seccomp: the pool's profile forbids ptrace"));
+}
+
 }  // namespace
 }  // namespace mvm::testing
