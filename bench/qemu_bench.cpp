@@ -196,7 +196,7 @@ Result<ProcessIdentity> SpawnQemu(const mvm::runtime::QemuVmm& vmm, const VmmTar
   fs::create_directories(paths.sockets, ec);
   fs::create_directories(paths.runtime, ec);
   if (ec) return Error{"create " + paths.sockets.string() + ": " + ec.message()};
-  return mvm::runtime::SpawnDetached({*argv, paths.qemuLog, paths.dir});
+  return mvm::runtime::SpawnDetached({*argv, paths.qemuLog, paths.dir, std::nullopt});
 }
 
 // A guest whose host just left mvm.ctl notices it only when it next reads the port; then it polls
@@ -482,7 +482,8 @@ class Mvmd {
                                      socket(),
                                      "--debounce-ms",
                                      std::to_string(debounce_)};
-    Result<ProcessIdentity> id = mvm::runtime::SpawnDetached({argv, base_ / "mvmd.log", base_});
+    Result<ProcessIdentity> id =
+        mvm::runtime::SpawnDetached({argv, base_ / "mvmd.log", base_, std::nullopt});
     if (!id.ok()) return Error{"start mvmd: " + id.error().message};
     id_ = *id;
     auto by = Clock::now() + milliseconds(30000);

@@ -50,6 +50,18 @@ bool Bool(const Json::Value& json, const char* name) {
 const Json::Value& Member(const Json::Value& json, const char* name) {
   return json.isObject() ? json[name] : Json::Value::nullSingleton();
 }
+// The "confinement" member of a driver's handle data (JSON), or null.
+Json::Value Confinement(const std::string& handleData) {
+  if (handleData.empty()) return {};
+  Json::CharReaderBuilder builder;
+  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+  Json::Value data;
+  std::string errors;
+  if (!reader->parse(handleData.data(), handleData.data() + handleData.size(), &data, &errors)) {
+    return {};
+  }
+  return Member(data, "confinement");
+}
 std::optional<int64_t> OptI64(const Json::Value& json, const char* name) {
   const Json::Value& v = Member(json, name);
   if (!v.isInt64()) return std::nullopt;
@@ -122,6 +134,7 @@ Json::Value EncodePoolSpec(const manifests::PoolSpec& spec) {
   policy["warmToSleepSeconds"] = Int(spec.policy.warmToSleepSeconds);
   policy["drainTimeoutSeconds"] = Int(spec.policy.drainTimeoutSeconds);
   policy["gracefulStopSeconds"] = Int(spec.policy.gracefulStopSeconds);
+  out["security"]["seccomp"] = spec.security.seccomp;
   return out;
 }
 
@@ -158,6 +171,10 @@ Json::Value EncodeInstance(const Instance& instance) {
   vmm["pid"] = Int(instance.handle.pid);
   vmm["startTime"] = UInt(instance.handle.startTime);
   vmm["socket"] = instance.handle.socket;
+  // Of the driver's private data only the confinement in force is public (docs/security.md).
+  if (Json::Value confinement = Confinement(instance.handle.data); !confinement.isNull()) {
+    vmm["confinement"] = confinement;
+  }
   out["createdAtMs"] = Int(instance.createdAtMs);
   out["stateSinceMs"] = Int(instance.stateSinceMs);
   out["updatedAtMs"] = Int(instance.updatedAtMs);
@@ -297,6 +314,8 @@ manifests::PoolSpec DecodePoolSpec(const Json::Value& json) {
     out.policy.drainTimeoutSeconds = I64(policy, "drainTimeoutSeconds");
     out.policy.gracefulStopSeconds = I64(policy, "gracefulStopSeconds");
   }
+  const Json::Value& security = Member(json, "security");
+  if (Member(security, "seccomp").isString()) out.security.seccomp = Str(security, "seccomp");
   return out;
 }
 
@@ -331,6 +350,13 @@ Instance DecodeInstance(const Json::Value& json) {
   out.handle.pid = I64(vmm, "pid");
   out.handle.startTime = U64(vmm, "startTime");
   out.handle.socket = Str(vmm, "socket");
+  if (const Json::Value& confinement = Member(vmm, "confinement"); !confinement.isNull()) {
+    Json::Value data(Json::objectValue);
+    data["confinement"] = confinement;
+    Json::StreamWriterBuilder writer;
+    writer["indentation"] = "";
+    out.handle.data = Json::writeString(writer, data);
+  }
   out.createdAtMs = I64(json, "createdAtMs");
   out.stateSinceMs = I64(json, "stateSinceMs");
   out.updatedAtMs = I64(json, "updatedAtMs");

@@ -1,8 +1,11 @@
 #include "controller/cli_format.h"
 
+#include <json/reader.h>
+
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <memory>
 #include <string_view>
 
 namespace mvm::controller::cli {
@@ -164,6 +167,7 @@ void SpecSection(Page& page, const manifests::PoolSpec& spec) {
                  FormatMiB(spec.resources.memoryMiB) + " memory, " +
                  FormatMiB(spec.resources.diskMiB) + " disk");
   page.Field(2, "Lifecycle", std::string(manifests::LifecycleName(spec.lifecycle)));
+  page.Field(2, "Seccomp", spec.security.seccomp);
   page.Field(2, "Replicas",
              "running=" + std::to_string(spec.replicas.running) +
                  " warm=" + std::to_string(spec.replicas.warm) +
@@ -176,6 +180,41 @@ void SpecSection(Page& page, const manifests::PoolSpec& spec) {
                   " warmToSleep=" + Seconds(p.warmToSleepSeconds, true),
               "drainTimeout=" + Seconds(p.drainTimeoutSeconds, false) +
                   " gracefulStop=" + Seconds(p.gracefulStopSeconds, false)});
+}
+
+// The confinement a driver recorded in the handle's data (docs/security.md): nothing when the
+// data has none, "off" when the VMM runs unconfined.
+void ConfinementSection(Page& page, const std::string& handleData) {
+  Json::CharReaderBuilder builder;
+  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+  Json::Value data;
+  std::string errors;
+  if (handleData.empty() ||
+      !reader->parse(handleData.data(), handleData.data() + handleData.size(), &data, &errors) ||
+      !data.isObject() || !data.isMember("confinement")) {
+    return;
+  }
+  const Json::Value& c = data["confinement"];
+  if (!c.isObject()) {
+    page.Field(0, "Confinement", c.isString() ? c.asString() : "<unknown>");
+    return;
+  }
+  auto list = [](const Json::Value& v) {
+    std::vector<std::string> out;
+    for (const auto& item : v) out.push_back(item.asString());
+    return out;
+  };
+  page.Section("Confinement");
+  page.Field(2, "UID/GID", c["uid"].asString() + "/" + c["gid"].asString());
+  page.Field(2, "Cgroup", OrNone(c["cgroup"].asString()));
+  page.Field(2, "Limits", OrNone(Join(list(c["cgroupLimits"]), " ")));
+  std::vector<std::string> missing = list(c["cgroupMissing"]);
+  page.Field(2, "Not Enforced",
+             missing.empty() ? "<none>" : Join(missing, ", ") + " (controller missing)");
+  page.Field(2, "Seccomp", OrNone(c["seccomp"].asString()));
+  page.Field(2, "Namespaces", OrNone(Join(list(c["namespaces"]), ", ")));
+  page.Field(2, "Root", OrNone(c["root"].asString()));
+  page.Field(2, "Capabilities", OrNone(c["capabilities"].asString()));
 }
 
 std::vector<std::string> Labels(const Json::Value& manifest) {
@@ -505,6 +544,7 @@ std::string DescribeInstance(const api::InstanceDetail& detail, int64_t nowMs) {
   page.Field(2, "PID", i.handle.pid > 0 ? std::to_string(i.handle.pid) : "<none>");
   page.Field(2, "Start Time", i.handle.startTime ? std::to_string(i.handle.startTime) : "<none>");
   page.Field(2, "Socket", OrNone(i.handle.socket));
+  ConfinementSection(page, i.handle.data);
   if (i.spec) {
     SpecSection(page, *i.spec);
   } else {

@@ -150,6 +150,7 @@ Json::Value PoolSpecToJson(const PoolSpec& spec) {
   policy["warmToSleepSeconds"] = Json::Int64{spec.policy.warmToSleepSeconds};
   policy["drainTimeoutSeconds"] = Json::Int64{spec.policy.drainTimeoutSeconds};
   policy["gracefulStopSeconds"] = Json::Int64{spec.policy.gracefulStopSeconds};
+  out["security"]["seccomp"] = spec.security.seccomp;
   return out;
 }
 
@@ -182,6 +183,7 @@ Result<PoolSpec> PoolSpecFromJson(const Json::Value& json) {
   policy.Integer("warmToSleepSeconds", spec.policy.warmToSleepSeconds);
   policy.Integer("drainTimeoutSeconds", spec.policy.drainTimeoutSeconds);
   policy.Integer("gracefulStopSeconds", spec.policy.gracefulStopSeconds);
+  root.Child("security").String("seccomp", spec.security.seccomp);
   if (error) return Error{*error};
   return spec;
 }

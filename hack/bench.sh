@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.." || exit 1
 BUILD_DIR=${BUILD_DIR:-build-release}
 RESULTS_DIR=${RESULTS_DIR:-build/bench-results}
 JOBS=${JOBS:-$(nproc)}
-ALL=(parse_bench watch_bench workqueue_bench store_bench controller_bench qemu_bench)
+ALL=(parse_bench watch_bench workqueue_bench store_bench controller_bench jail_bench qemu_bench)
 if [ "$#" -gt 0 ]; then BENCHES=("$@"); else BENCHES=("${ALL[@]}"); fi
 
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMVM_BENCH=ON -DMVM_WERROR=OFF \

@@ -102,6 +102,11 @@ struct Policy {
   int64_t gracefulStopSeconds = 15;
 };
 
+// spec.security: how the pool's VMM processes are confined (docs/security.md).
+struct Security {
+  std::string seccomp = "baseline";  // baseline | strict (the schema's enum)
+};
+
 struct PoolSpec {
   Runtime runtime = Runtime::kFirecracker;
   ImageSpec image;
@@ -111,6 +116,7 @@ struct PoolSpec {
   Lifecycle lifecycle = Lifecycle::kService;
   Replicas replicas;
   Policy policy;
+  Security security;
 };
 
 // A document kept in the parser's compact form until someone reads it as a Json::Value. Reads

@@ -142,6 +142,10 @@ PoolSpec BuildPool(const DocumentView& doc, uint32_t spec, ImageSpec image) {
       doc.Int64(doc.Get(p, "minRunningSeconds")),   doc.Int64(doc.Get(p, "minWarmSeconds")),
       doc.Int64(doc.Get(p, "idleToWarmSeconds")),   doc.Int64(doc.Get(p, "warmToSleepSeconds")),
       doc.Int64(doc.Get(p, "drainTimeoutSeconds")), doc.Int64(doc.Get(p, "gracefulStopSeconds"))};
+  uint32_t security = doc.Get(spec, "security");
+  if (uint32_t seccomp = doc.Get(security, "seccomp"); doc.IsString(seccomp)) {
+    out.security.seccomp = doc.String(seccomp);
+  }
   return out;
 }
 

@@ -559,7 +559,8 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
   // /dev/null): that one gets PUT /serial, and its own output goes to vmm.log.
   const bool serial_api = options_.useJailer && options_.jailer.daemonize;
   const fs::path out = serial_api ? paths.vmmLog : paths.console;
-  Result<ProcessIdentity> spawned = SpawnDetached({CommandLine(target), out, paths.dir});
+  Result<ProcessIdentity> spawned =
+      SpawnDetached({CommandLine(target), out, paths.dir, std::nullopt});
   if (!spawned.ok()) return Error{std::string(verb) + ": " + spawned.error().message};
   guard.Track(*spawned);
   ProcessIdentity id = *spawned;

@@ -26,6 +26,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// What a child reports on the error pipe when it cannot go on: errno and where it failed (a jail
+// step index, or one of the two below).
+struct ChildError {
+  int err;
+  int step;
+};
+constexpr int kStepFork = -100;
+constexpr int kStepExec = -101;
+
 std::string Errno(const std::string& what) {
   return what + ": " + std::strerror(errno);
 }
@@ -133,6 +142,14 @@ Result<ProcessIdentity> SpawnDetached(const SpawnOptions& options) {
   std::vector<char*> argv(args.size() + 1, nullptr);
   std::transform(args.begin(), args.end(), argv.begin(), [](std::string& a) { return a.data(); });
 
+  std::optional<PreparedJail> jail;
+  if (options.jail) {
+    Result<PreparedJail> prepared = PreparedJail::Prepare(*options.jail);
+    if (!prepared.ok()) return prepared.error();
+    jail.emplace(std::move(*prepared));
+  }
+  char* const* envp = jail ? jail->envp() : environ;
+
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull.valid()) return Error{Errno("open /dev/null")};
   UniqueFd log(::open(options.logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
@@ -150,10 +167,20 @@ Result<ProcessIdentity> SpawnDetached(const SpawnOptions& options) {
     // Intermediate child: new session, fork the real process, report its pid, exit. The
     // grandchild is reparented to init (or a subreaper), never to mvmd.
     ::setsid();
+    if (jail) {
+      // Joins the cgroup and unshares the namespaces: the grandchild is PID 1 of the new pid
+      // namespace, and the pid it reports below is the one the caller's namespace sees.
+      ChildError failed{0, 0};
+      failed.err = jail->EnterBeforeFork(&failed.step);
+      if (failed.err != 0) {
+        [[maybe_unused]] ssize_t w = ::write(err_pipe[1], &failed, sizeof failed);
+        ::_exit(1);
+      }
+    }
     pid_t grandchild = ::fork();
     if (grandchild < 0) {
-      int e = errno;
-      [[maybe_unused]] ssize_t w = ::write(err_pipe[1], &e, sizeof e);
+      ChildError failed{errno, kStepFork};
+      [[maybe_unused]] ssize_t w = ::write(err_pipe[1], &failed, sizeof failed);
       ::_exit(1);
     }
     if (grandchild > 0) {
@@ -173,12 +200,19 @@ Result<ProcessIdentity> SpawnDetached(const SpawnOptions& options) {
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int s = 1; s < NSIG; ++s) ::sigaction(s, &dfl, nullptr);
-    if (::chdir(work_dir.c_str()) != 0) {
+    if (jail) {
+      ChildError failed{0, 0};
+      failed.err = jail->EnterAfterFork(&failed.step);
+      if (failed.err != 0) {
+        [[maybe_unused]] ssize_t w = ::write(err_pipe[1], &failed, sizeof failed);
+        ::_exit(126);
+      }
+    } else if (::chdir(work_dir.c_str()) != 0) {
       // Not fatal: the VMM gets absolute paths.
     }
-    ::execve(program_path.c_str(), argv.data(), environ);
-    int e = errno;
-    [[maybe_unused]] ssize_t w = ::write(err_pipe[1], &e, sizeof e);
+    ::execve(program_path.c_str(), argv.data(), envp);
+    ChildError failed{errno, kStepExec};
+    [[maybe_unused]] ssize_t w = ::write(err_pipe[1], &failed, sizeof failed);
     ::_exit(127);
   }
 
@@ -192,19 +226,21 @@ Result<ProcessIdentity> SpawnDetached(const SpawnOptions& options) {
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  int exec_errno = 0;
+  ChildError failed{0, 0};
   ssize_t e = 0;
   do {
-    e = ::read(err_read.get(), &exec_errno, sizeof exec_errno);
+    e = ::read(err_read.get(), &failed, sizeof failed);
   } while (e < 0 && errno == EINTR);
+  const bool reported = e == static_cast<ssize_t>(sizeof failed);
+  if (reported && failed.step != kStepExec && failed.step != kStepFork && jail) {
+    return Error{"spawn " + program_path + ": jail: " + jail->Describe(failed.step) + ": " +
+                 std::strerror(failed.err)};
+  }
   if (got != static_cast<ssize_t>(sizeof grandchild) || grandchild <= 0) {
-    return Error{"spawn " + program_path + ": fork failed: " +
-                 (e == static_cast<ssize_t>(sizeof exec_errno) ? std::strerror(exec_errno)
-                                                               : "unknown error")};
+    return Error{"spawn " + program_path +
+                 ": fork failed: " + (reported ? std::strerror(failed.err) : "unknown error")};
   }
-  if (e == static_cast<ssize_t>(sizeof exec_errno)) {
-    return Error{"exec " + program_path + ": " + std::strerror(exec_errno)};
-  }
+  if (reported) return Error{"exec " + program_path + ": " + std::strerror(failed.err)};
   Result<ProcessStat> stat = ReadProcessStat(grandchild);
   if (!stat.ok()) {
     return Error{program_path + " (pid " + std::to_string(grandchild) + ") exited at once"};

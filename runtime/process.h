@@ -9,6 +9,8 @@
 //    other inherited descriptor, an empty signal mask and default signal dispositions (mvmd
 //    blocks and ignores signals; a VMM must not inherit that). It returns once exec succeeded,
 //    with the process's identity, or with the reason exec failed. Safe in a threaded process.
+//  - With SpawnOptions::jail, the process runs confined as runtime/jail.h promises; a step that
+//    fails is reported by name ("jail: pivot_root into ...: Operation not permitted").
 //  - A ProcessIdentity names one process for its whole life: a pid that the kernel reused for
 //    another process never matches, because the start time (/proc/PID/stat field 22) differs.
 //  - IsAlive is false for a process that has exited, including one left as a zombie by a parent
@@ -19,10 +21,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/result.h"
+#include "runtime/jail.h"
 
 namespace mvm::runtime {
 
@@ -55,9 +59,13 @@ bool WaitForExit(const ProcessIdentity& id, std::chrono::milliseconds timeout);
 bool KillAndWait(const ProcessIdentity& id, std::chrono::milliseconds timeout);
 
 struct SpawnOptions {
-  std::vector<std::string> argv;  // argv[0]: an absolute path or a name looked up in $PATH
-  std::filesystem::path logPath;  // stdout + stderr, opened for append (created 0640)
-  std::filesystem::path workDir = "/";
+  std::vector<std::string> argv;        // argv[0]: an absolute path or a name looked up in $PATH
+  std::filesystem::path logPath;        // stdout + stderr, opened for append (created 0640)
+  std::filesystem::path workDir = "/";  // ignored with a jail (JailSpec::workDir applies)
+  // Confinement entered between fork and exec (runtime/jail.h); none when empty. With a jail
+  // the program gets JailSpec::env instead of the caller's environment, and argv[0] must be
+  // reachable inside the jail at the same path.
+  std::optional<JailSpec> jail;
 };
 
 Result<ProcessIdentity> SpawnDetached(const SpawnOptions& options);

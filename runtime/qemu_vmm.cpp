@@ -4,11 +4,13 @@
 #include <json/writer.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <optional>
 #include <thread>
@@ -18,6 +20,7 @@
 #include "runtime/files.h"
 #include "runtime/guest_ctl.h"
 #include "runtime/qmp_client.h"
+#include "runtime/seccomp_profile.h"
 
 namespace mvm::runtime {
 namespace {
@@ -147,6 +150,15 @@ std::string Tails(const QemuVmm::Paths& paths) {
   return out;
 }
 
+// "; killed by seccomp (profile forbids SYSCALL)" when the kernel log says so (docs/security.md:
+// it does while auditing is on), else nothing.
+std::string SeccompNote(int64_t pid) {
+  if (pid <= 0) return {};
+  std::optional<std::string> call = FindSeccompKill(pid);
+  if (!call) return {};
+  return "; killed by seccomp: the pool's profile forbids " + *call;
+}
+
 // Kills the process and removes its sockets and record unless Commit() was called: every failure
 // path of Launch leaves nothing running.
 class LaunchGuard {
@@ -158,16 +170,19 @@ class LaunchGuard {
   ~LaunchGuard() {
     if (committed_) return;
     if (!id_.empty()) KillAndWait(id_, kKillWait);
+    if (release_) release_();
     RemovePath(sockets_);
     RemovePath(paths_.record);
   }
   void Track(ProcessIdentity id) { id_ = id; }
+  void OnFailure(std::function<void()> release) { release_ = std::move(release); }
   void Commit() { committed_ = true; }
 
  private:
   const QemuVmm::Paths& paths_;
   fs::path sockets_;
   ProcessIdentity id_;
+  std::function<void()> release_;
   bool committed_ = false;
 };
 
@@ -188,6 +203,9 @@ Result<QemuOptions> QemuOptionsFromEnv(QemuOptions o) {
     if (!k.ok()) return k.error();
     o.tscKhz = static_cast<uint64_t>(*k);
   }
+  Result<ConfinementOptions> confinement = ConfinementOptionsFromEnv("QEMU_", o.confinement);
+  if (!confinement.ok()) return confinement.error();
+  o.confinement = std::move(*confinement);
   return o;
 }
 
@@ -217,6 +235,11 @@ Result<std::unique_ptr<QemuVmm>> QemuVmm::Create(QemuOptions options) {
                  ec.message()};
   }
   if (options.tscKhz == 0) options.tscKhz = HostTscKhz();
+  if (options.confinement.enabled && ::geteuid() != 0) {
+    return Error{
+        "qemu runtime: confinement (jail, cgroup, seccomp) needs root; run mvmd as root "
+        "or set MVM_QEMU_JAIL=off"};
+  }
   return std::unique_ptr<QemuVmm>(new QemuVmm(std::move(options)));
 }
 
@@ -313,6 +336,7 @@ Status QemuVmm::Prepare(const VmmTarget& target) {
   }
   // Created and Ready hold no VMM: anything recorded is an orphan of an interrupted call.
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s;
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) return s;
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
   RemovePath(SpentPath(paths.snapshot));
@@ -321,6 +345,46 @@ Status QemuVmm::Prepare(const VmmTarget& target) {
   const auto disk_mib = static_cast<uint64_t>(std::max<int64_t>(0, target.spec->resources.diskMiB));
   if (Status s = MakeInstanceDisk(rootfs, paths.disk, disk_mib << 20); !s.ok()) return s;
   return {};
+}
+
+namespace {
+
+// The jail of one qemu: its kernel and initrd read-only; its disk, snapshots, console and sockets
+// read-write; /dev/kvm only with -accel kvm.
+Result<Confinement> Confine(const Confiner& confiner, const VmmTarget& target,
+                            const QemuVmm::Paths& paths, const std::vector<std::string>& argv,
+                            const std::string& accel) {
+  ConfineRequest r;
+  r.target = &target;
+  r.instanceDir = paths.dir;
+  r.jailRoot = paths.runtime / "jail";
+  std::error_code ec;
+  fs::create_directories(r.jailRoot, ec);
+  fs::permissions(r.jailRoot, fs::perms::owner_all, ec);
+  // A qemu outside /usr (e.g. /opt) is bound too; its libraries must still be in /usr.
+  if (argv.at(0).rfind("/usr/", 0) != 0) r.readOnly.emplace_back(argv[0]);
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == "-kernel" || argv[i] == "-initrd") r.readOnly.emplace_back(argv[i + 1]);
+  }
+  if (!PathExists(paths.console)) {
+    if (Status s = WriteFileAtomic(paths.console, ""); !s.ok()) return s.error();
+  }
+  fs::create_directories(paths.snapshots, ec);
+  r.writable = {paths.volumes, paths.snapshots, paths.console, paths.sockets};
+  r.devices = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"};
+  if (accel == "kvm") r.devices.emplace_back("/dev/kvm");
+  // The disk and a snapshot (guest memory) are the largest files it writes.
+  uintmax_t disk = fs::file_size(paths.disk, ec);
+  r.maxFileBytes = (ec ? 0 : disk) +
+                   (static_cast<uint64_t>(target.spec->resources.memoryMiB) << 20) + (1ULL << 30);
+  return confiner.Confine(r);
+}
+
+}  // namespace
+
+Status QemuVmm::ReleaseConfinement(const VmmTarget& target, bool destroy) const {
+  if (!options_.confinement.enabled) return {};
+  return confiner_.Release(target, PathsFor(target.dir).dir, destroy);
 }
 
 Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
@@ -335,6 +399,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   }
   // Start and Wake run when the instance holds no VMM: a recorded process is an orphan.
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) return s.error();
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) return s.error();
   Result<std::vector<std::string>> argv = CommandLine(target, restore);
   if (!argv.ok()) return argv.error();
 
@@ -348,9 +413,18 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   RotateLog(paths.qemuLog, options_.logRotateBytes);
 
   LaunchGuard guard(paths, paths.sockets);
+  std::optional<Confinement> confined;
+  if (options_.confinement.enabled) {
+    guard.OnFailure([this, &target] { (void)ReleaseConfinement(target, false); });
+    Result<Confinement> c = Confine(confiner_, target, paths, *argv, options_.accel);
+    if (!c.ok()) return Error{verb + std::string(": ") + c.error().message};
+    confined.emplace(std::move(*c));
+  }
   const auto t0 = Clock::now();
   const auto deadline = t0 + options_.bootTimeout;
-  Result<ProcessIdentity> spawned = SpawnDetached({*argv, paths.qemuLog, paths.dir});
+  Result<ProcessIdentity> spawned =
+      SpawnDetached({*argv, paths.qemuLog, paths.dir,
+                     confined ? std::optional<JailSpec>(confined->jail) : std::nullopt});
   if (!spawned.ok()) return Error{verb + std::string(": ") + spawned.error().message};
   const ProcessIdentity id = *spawned;
   guard.Track(id);
@@ -364,6 +438,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
   record["console"] = paths.console.string();
   record["qemuLog"] = paths.qemuLog.string();
   record["accel"] = options_.accel;
+  record["confinement"] = confined ? confined->describe : Json::Value("off");
   // Written before waiting, so that a crash of mvmd during the boot leaves a findable process.
   if (Status s = WriteFileAtomic(paths.record, JsonLine(record)); !s.ok()) return s.error();
 
@@ -375,7 +450,7 @@ Result<VmmHandle> QemuVmm::Launch(const VmmTarget& target, bool restore) {
     return Error{
         (restore ? "restore failed: " : "guest never reported ready: ") +
         (exited ? "qemu exited after " + after + " (" + why + ")" : why + " after " + after) +
-        Tails(paths)};
+        (exited ? SeccompNote(id.pid) : std::string()) + Tails(paths)};
   };
 
   Result<QmpClient> qmp = QmpClient::Connect(paths.qmp.string(), deadline, alive);
@@ -519,7 +594,10 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
   const Record record = LoadRecord(target, paths);
   if (!IsAlive(record.id)) {
     // Repeated after a crash that came after the snapshot: done already.
-    if (PathExists(paths.snapshot)) return EndProcess(record, paths);
+    if (PathExists(paths.snapshot)) {
+      if (Status s = EndProcess(record, paths); !s.ok()) return s;
+      return ReleaseConfinement(target, false);
+    }
     return Error{"sleep: no VMM process and no snapshot"};
   }
   const auto t0 = Clock::now();
@@ -577,6 +655,9 @@ Status QemuVmm::Sleep(const VmmTarget& target) {
     return Error{"sleep: qemu pid " + std::to_string(record.id.pid) + " survived SIGKILL"};
   }
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"sleep: " + s.error().message};
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) {
+    return Error{"sleep: " + s.error().message};
+  }
   spdlog::info("qemu: {} asleep: state saved in {} ({} bytes), process ended after {}",
                target.key.ToString(), SecondsText(saved), fs::file_size(paths.snapshot, ec),
                SecondsText(Clock::now() - t0));
@@ -635,6 +716,9 @@ Status QemuVmm::Stop(const VmmTarget& target) {
                  SecondsText(Clock::now() - t0), how);
   }
   if (Status s = EndProcess(record, paths); !s.ok()) return Error{"stop: " + s.error().message};
+  if (Status s = ReleaseConfinement(target, false); !s.ok()) {
+    return Error{"stop: " + s.error().message};
+  }
   RemovePath(paths.snapshot);
   RemovePath(paths.snapshot.string() + ".partial");
   RemovePath(SpentPath(paths.snapshot));
@@ -644,6 +728,9 @@ Status QemuVmm::Stop(const VmmTarget& target) {
 Status QemuVmm::Destroy(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   if (Status s = EndProcess(LoadRecord(target, paths), paths); !s.ok()) {
+    return Error{"destroy: " + s.error().message};
+  }
+  if (Status s = ReleaseConfinement(target, true); !s.ok()) {
     return Error{"destroy: " + s.error().message};
   }
   return RemoveInstanceDir(paths.dir);
@@ -656,7 +743,7 @@ ProbeResult QemuVmm::Probe(const VmmTarget& target) {
   result.snapshot = PathExists(paths.snapshot);
   Result<QmpClient> qmp = ConnectLive(record, options_.qmpTimeout);
   if (!qmp.ok()) {
-    result.detail = qmp.error().message;
+    result.detail = qmp.error().message + SeccompNote(record.id.pid);
     return result;
   }
   Result<std::string> status = qmp->QueryStatus(options_.qmpTimeout);

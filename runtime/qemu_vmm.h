@@ -21,6 +21,12 @@
 //  - The shared rootfs is never opened for writing: Prepare gives each instance its own sparse
 //    copy in volumes/, which lives as long as the instance (Stop keeps it, Destroy removes it).
 //  - Accel is `tcg` unless configured: the mere presence of /dev/kvm never selects kvm.
+//  - Confined (when options.confinement.enabled, the default as root): every qemu runs jailed
+//    as its instance's uid, in cgroup mvm.slice/<tenant>/<instance>, under the pool's seccomp
+//    profile; it sees its kernel/initrd read-only and only volumes/, snapshots/, console.log and
+//    its socket directory read-write (runtime/ with qemu.json stays out of its reach). The
+//    handle's data has the confinement in force under "confinement". Stop, Sleep and failed
+//    starts end the cgroup; Destroy also frees the uid.
 //
 // Files per instance (<dir> is VmmTarget::dir):
 //   <dir>/runtime/qemu.json     identity (pid, start time) and paths of the live qemu
@@ -40,6 +46,7 @@
 
 #include "common/result.h"
 #include "controller/vmm.h"
+#include "runtime/confinement.h"
 #include "runtime/process.h"
 
 namespace mvm::runtime {
@@ -56,10 +63,14 @@ struct QemuOptions {
   std::chrono::milliseconds qmpTimeout{10000};        // per QMP command, and Probe's answer
   std::chrono::milliseconds snapshotTimeout{120000};  // migrate to file until completed
   uintmax_t logRotateBytes = 4u << 20;
+  // Jail, cgroup and seccomp for every qemu (docs/security.md); on by default as root.
+  ConfinementOptions confinement = DefaultConfinement();
 };
 
 // QemuOptions from the environment (docs/runtime-qemu.md): MVM_QEMU_BINARY, MVM_QEMU_ACCEL,
-// MVM_QEMU_MACHINE, MVM_QEMU_BOOT_TIMEOUT (seconds), MVM_QEMU_RUNTIME_DIR, MVM_QEMU_TSC_KHZ.
+// MVM_QEMU_MACHINE, MVM_QEMU_BOOT_TIMEOUT (seconds), MVM_QEMU_RUNTIME_DIR, MVM_QEMU_TSC_KHZ, and
+// the confinement's MVM_QEMU_JAIL, MVM_QEMU_JAIL_UIDS, MVM_QEMU_JAIL_STATE_DIR,
+// MVM_QEMU_CGROUP_ROOT, MVM_QEMU_CGROUP_SLICE (runtime/confinement.h).
 // Error naming the variable when a value is malformed.
 Result<QemuOptions> QemuOptionsFromEnv(QemuOptions defaults = {});
 
@@ -102,13 +113,17 @@ class QemuVmm final : public controller::Vmm {
   const QemuOptions& options() const { return options_; }
 
  private:
-  explicit QemuVmm(QemuOptions options) : options_(std::move(options)) {}
+  explicit QemuVmm(QemuOptions options)
+      : options_(std::move(options)), confiner_(options_.confinement) {}
 
   // Start (restore=false) and Wake (restore=true): spawn, connect, wait for the guest.
   Result<controller::VmmHandle> Launch(const controller::VmmTarget& target, bool restore);
   Status CheckSpec(const controller::VmmTarget& target) const;
+  // Ends the instance's cgroup (and with `destroy` frees its uid) when confinement is on.
+  Status ReleaseConfinement(const controller::VmmTarget& target, bool destroy) const;
 
   QemuOptions options_;
+  Confiner confiner_;
 };
 
 }  // namespace mvm::runtime

@@ -857,6 +857,23 @@ TEST_F(ConsoleTest, Console_FollowTakesAWatchSlotAndEndsWhenTheServerStops) {
 
 // --- JSON codec ----------------------------------------------------------------------------
 
+TEST(ApiJson, Instance_CarriesTheConfinementAndTheSeccompProfile) {
+  Instance in = MakeInstance("acme", "workers", "workers-a1", InstanceState::kRunning);
+  in.handle.data = R"({"qmp":"/run/q.sock","confinement":{"uid":200001,"seccomp":"strict"}})";
+  auto spec = std::make_shared<manifests::PoolSpec>(*in.spec);
+  spec->security.seccomp = "strict";
+  in.spec = spec;
+  Json::Value json = api::EncodeInstance(in);
+  EXPECT_EQ(json["vmm"]["confinement"]["uid"].asUInt(), 200001u);
+  EXPECT_FALSE(json["vmm"].isMember("qmp")) << "the rest of the driver's data stays private";
+  Instance out = api::DecodeInstance(json);
+  EXPECT_EQ(out.handle.data, R"({"confinement":{"seccomp":"strict","uid":200001}})");
+  ASSERT_TRUE(out.spec);
+  EXPECT_EQ(out.spec->security.seccomp, "strict");
+  EXPECT_NE(cli::DescribeInstance({out, {}}, kNow).find("  UID/GID:        200001/"),
+            std::string::npos);
+}
+
 TEST(ApiJson, Instance_RoundTripsEveryFieldButDriverData) {
   Instance in = MakeInstance("acme", "workers", "workers-a1", InstanceState::kWarm);
   in.target = InstanceState::kSleeping;
@@ -1062,6 +1079,7 @@ TEST(CliFormat, DescribePool_ShowsSpecStatusConditionsAndEvents) {
             "  Env:            QUEUE=jobs\n"
             "  Resources:      2 vCPUs, 512Mi memory, 2Gi disk\n"
             "  Lifecycle:      service\n"
+            "  Seccomp:        baseline\n"
             "  Replicas:       running=3 warm=2 sleeping=1\n"
             "  Policy:         minRunning=60s minWarm=0s\n"
             "                  idleToWarm=300s warmToSleep=never\n"
@@ -1110,6 +1128,30 @@ TEST(CliFormat, DescribeInstance_ShowsStateVmmAndEvents) {
         "  Normal   Paused   30s   instance-reconciler   vCPUs paused\n"}) {
     EXPECT_NE(page.find(line), std::string::npos) << "missing: " << line << "in:\n" << page;
   }
+}
+
+TEST(CliFormat, DescribeInstance_ShowsTheConfinementInForce) {
+  api::InstanceDetail detail;
+  detail.instance = MakeInstance("acme", "workers", "workers-a1", InstanceState::kRunning);
+  detail.instance.handle.data =
+      R"({"pid":4242,"confinement":{"uid":200007,"gid":200007,"seccomp":"strict",)"
+      R"("cgroup":"/sys/fs/cgroup/mvm.slice/acme/workers-a1","cgroupLimits":["workers-a1/)"
+      R"(pids.max=1024"],"cgroupMissing":["cpu","memory"],"namespaces":["mnt","pid","net"],)"
+      R"("root":"pivot_root into a read-only tmpfs","capabilities":"none"}})";
+  std::string page = cli::DescribeInstance(detail, kNow);
+  for (const char* line :
+       {"Confinement:\n  UID/GID:        200007/200007\n",
+        "  Cgroup:         /sys/fs/cgroup/mvm.slice/acme/workers-a1\n",
+        "  Limits:         workers-a1/pids.max=1024\n",
+        "  Not Enforced:   cpu, memory (controller missing)\n", "  Seccomp:        strict\n",
+        "  Namespaces:     mnt, pid, net\n", "  Capabilities:   none\n"}) {
+    EXPECT_NE(page.find(line), std::string::npos) << "missing: " << line << "in:\n" << page;
+  }
+  detail.instance.handle.data = R"({"pid":4242,"confinement":"off"})";
+  page = cli::DescribeInstance(detail, kNow);
+  EXPECT_NE(page.find("Confinement:      off\n"), std::string::npos) << page;
+  detail.instance.handle.data = R"({"private":true})";
+  EXPECT_EQ(cli::DescribeInstance(detail, kNow).find("Confinement"), std::string::npos);
 }
 
 TEST(CliFormat, DescribeTenant_ShowsUsageAgainstQuota) {

@@ -329,7 +329,8 @@ TEST(E2eTest, Mvmd_AdoptsLiveGuestsAfterKill9AndNeverReboots) {
                                    "2",
                                    "--log-level",
                                    "info"};
-  std::map<std::string, std::string> env = {{"MVM_QEMU_RUNTIME_DIR", run.path().string()}};
+  std::map<std::string, std::string> env = {{"MVM_QEMU_RUNTIME_DIR", run.path().string()},
+                                            {"MVM_QEMU_JAIL_STATE_DIR", (base / "jail").string()}};
   struct Cleanup {
     std::string dir;
     ~Cleanup() {

@@ -496,7 +496,8 @@ TEST_F(FirecrackerVmmTest, Api_BadInputGets400WithAFaultMessage) {
   auto id = runtime::SpawnDetached({{MVM_FC_DOUBLE, "--api-sock", socket.string(), "--id",
                                      "bare-" + run_.path().filename().string()},
                                     dir_ / "bare.log",
-                                    "/"});
+                                    "/",
+                                    std::nullopt});
   ASSERT_TRUE(id.ok()) << id.error().message;
   runtime::FirecrackerApi api(socket.string());
   for (int i = 0; i < 200 && !api.Call("GET", "/", "").ok(); ++i) {

@@ -58,6 +58,7 @@ TEST(Parser, AcceptsQuickstartExample) {
   EXPECT_EQ(result.objects[1]->key, ObjectKey::PoolKey("demo", "hello"));
   EXPECT_EQ(result.objects[1]->pool()->runtime, Runtime::kQemu);
   EXPECT_EQ(result.objects[1]->pool()->replicas, (Replicas{1, 1, 0}));
+  EXPECT_EQ(result.objects[1]->pool()->security.seccomp, "strict");
   EXPECT_EQ(result.objects[1]->source.line, 10);
 }
 
@@ -85,6 +86,8 @@ TEST(Parser, AppliesSchemaDefaults) {
   const Json::Value& m = result.objects[0]->manifest;
   EXPECT_EQ(m["spec"]["runtime"].asString(), "qemu");
   EXPECT_EQ(m["spec"]["policy"]["gracefulStopSeconds"].asInt(), 15);
+  EXPECT_EQ(pool.security.seccomp, "baseline");
+  EXPECT_EQ(m["spec"]["security"]["seccomp"].asString(), "baseline");
   EXPECT_TRUE(m["metadata"]["labels"].isObject());
 }
 
@@ -110,6 +113,16 @@ TEST(Parser, ReportsExactLineColumnAndFieldPath) {
   EXPECT_EQ(result.diagnostics[0].column, 11);
   EXPECT_EQ(result.diagnostics[0].path, "spec.replicas.warm");
   EXPECT_TRUE(result.objects.empty());
+}
+
+TEST(Parser, AcceptsOnlyKnownSeccompProfiles) {
+  ParseResult strict = ParseManifest("p.yaml", Pool("  security: {seccomp: strict}\n"), Options());
+  ASSERT_TRUE(strict.ok()) << ::testing::PrintToString(Messages(strict));
+  EXPECT_EQ(strict.objects.at(0)->pool()->security.seccomp, "strict");
+  ParseResult bad = ParseManifest("p.yaml", Pool("  security: {seccomp: lenient}\n"), Options());
+  ASSERT_EQ(bad.diagnostics.size(), 1u) << ::testing::PrintToString(Messages(bad));
+  EXPECT_EQ(bad.diagnostics[0].path, "spec.security.seccomp");
+  EXPECT_TRUE(bad.objects.empty());
 }
 
 TEST(Parser, ReportsEveryErrorOfEveryDocument) {

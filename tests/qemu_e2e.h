@@ -238,6 +238,7 @@ class QemuControllerHarness {
     runtime::QemuOptions q;
     q.runtimeDir = run_.path();
     q.bootTimeout = std::chrono::seconds(120);
+    q.confinement.stateDir = dir_ / "jail";  // this test's own uid table
     auto vmm = runtime::QemuVmm::Create(q);
     if (!vmm.ok()) throw std::runtime_error(vmm.error().message);
     qemu_ = std::move(*vmm);

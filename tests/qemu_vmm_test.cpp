@@ -6,13 +6,18 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <json/reader.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "runtime/cgroup.h"
+#include "runtime/confinement.h"
 #include "runtime/disk.h"
 #include "runtime/files.h"
 #include "runtime/qmp_client.h"
@@ -33,6 +38,7 @@ class QemuVmmTest : public ::testing::Test {
     runtime::QemuOptions options;
     options.runtimeDir = run_.path();
     options.bootTimeout = std::chrono::seconds(120);
+    options.confinement.stateDir = dir_ / "jail";  // this test's own uid table
     auto vmm = runtime::QemuVmm::Create(options);
     ASSERT_TRUE(vmm.ok()) << vmm.error().message;
     vmm_ = std::move(*vmm);
@@ -279,6 +285,124 @@ TEST_F(QemuVmmTest, QemuVmm_ProbeSaysNotAliveAfterSigkill) {
   ASSERT_TRUE(vmm_->Destroy(forged).ok());
   EXPECT_EQ(::kill(::getpid(), 0), 0) << "Destroy never signals a process that is not its own";
   ExpectNothingLeft("web-4");
+}
+
+// /proc/PID/status field `key` (whitespace trimmed).
+std::string ProcStatus(int64_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + ":", 0) == 0) {
+      std::string v = line.substr(key.size() + 1);
+      return v.erase(0, v.find_first_not_of(" \t"));
+    }
+  }
+  return {};
+}
+
+// The live qemu runs confined as its handle says: its uid, no capabilities, seccomp filter mode,
+// its own namespaces, in its cgroup leaf.
+void ExpectConfined(const VmmHandle& h, const std::string& profile) {
+  Json::Value data;
+  std::istringstream(h.data) >> data;
+  const Json::Value& c = data["confinement"];
+  ASSERT_TRUE(c.isObject()) << h.data;
+  EXPECT_EQ(c["seccomp"].asString(), profile);
+  const std::string uid = std::to_string(c["uid"].asUInt());
+  EXPECT_GE(c["uid"].asUInt(), 200000u);
+  EXPECT_EQ(ProcStatus(h.pid, "Uid"), uid + "\t" + uid + "\t" + uid + "\t" + uid);
+  for (const char* cap : {"CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
+    EXPECT_EQ(ProcStatus(h.pid, cap), "0000000000000000") << cap;
+  }
+  EXPECT_EQ(ProcStatus(h.pid, "Seccomp"), "2");
+  EXPECT_EQ(ProcStatus(h.pid, "NoNewPrivs"), "1");
+  EXPECT_NE(std::filesystem::read_symlink("/proc/self/ns/mnt"),
+            std::filesystem::read_symlink("/proc/" + std::to_string(h.pid) + "/ns/mnt"));
+  // Each limit's controller is either enforced or reported missing, never silently dropped.
+  auto tree = runtime::CgroupTree::OnHost();
+  ASSERT_TRUE(tree.ok()) << tree.error().message;
+  std::vector<std::string> have = tree->Controllers();
+  std::string missing;
+  for (const auto& m : c["cgroupMissing"]) missing += m.asString() + " ";
+  for (std::string controller : {"cpu", "memory", "pids"}) {
+    bool present = std::find(have.begin(), have.end(), controller) != have.end();
+    EXPECT_NE(present, missing.find(controller + " ") != std::string::npos) << controller;
+  }
+  std::vector<int64_t> procs = runtime::CgroupTree::Procs(c["cgroup"].asString());
+  EXPECT_NE(std::find(procs.begin(), procs.end(), h.pid), procs.end()) << c["cgroup"].asString();
+}
+
+TEST_F(QemuVmmTest, QemuVmm_StrictSeccompGuestRunsConfinedThroughItsWholeLifecycle) {
+  MVM_REQUIRE_QEMU(image);
+  if (::geteuid() != 0) GTEST_SKIP() << "confinement needs root (namespaces, cgroups, setuid)";
+  if (!runtime::FindCgroup2Mount().ok()) GTEST_SKIP() << "needs a cgroup v2 hierarchy mounted";
+  SetUpVmm(image);
+  spec_.security.seccomp = "strict";
+  VmmTarget t = Target("web-5");
+  auto paths = vmm_->PathsFor(t.dir);
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  t.handle = *started;
+  ExpectConfined(t.handle, "strict");
+  const std::filesystem::path leaf = runtime::Confiner(vmm_->options().confinement).CgroupLeaf(t);
+  EXPECT_EQ(leaf.filename(), "web-5");
+  EXPECT_EQ(leaf.parent_path().filename(), "acme");
+  struct stat st {};
+  ASSERT_EQ(::stat(t.dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_EQ(std::to_string(st.st_uid) + "\t", ProcStatus(t.handle.pid, "Uid").substr(0, 7))
+      << "the instance directory belongs to the instance's uid";
+  EXPECT_EQ(Ctl(t.handle, "set marker strict"), "");
+
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  ASSERT_TRUE(vmm_->Resume(t).ok());
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  Status slept = vmm_->Sleep(t);
+  ASSERT_TRUE(slept.ok()) << slept.error().message;
+  EXPECT_FALSE(std::filesystem::exists(leaf)) << "Sleep ends the cgroup";
+  t.handle = {};
+  auto woke = vmm_->Wake(t);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  t.handle = *woke;
+  ExpectConfined(t.handle, "strict");
+  EXPECT_EQ(Ctl(t.handle, "get marker"), "strict");
+  EXPECT_TRUE(runtime::IsAlive({t.handle.pid, t.handle.startTime})) << "strict let it run";
+
+  ASSERT_TRUE(vmm_->Stop(t).ok());
+  EXPECT_THAT(runtime::TailLines(paths.console, 50), HasSubstr("MVM-HALT poweroff"));
+  EXPECT_FALSE(std::filesystem::exists(leaf));
+  ASSERT_TRUE(vmm_->Destroy(t).ok());
+  runtime::UidAllocator uids(vmm_->options().confinement.stateDir / "uids", 200000, 65536);
+  EXPECT_FALSE(uids.Find(paths.dir.string())->has_value()) << "Destroy frees the uid";
+  ExpectNothingLeft("web-5");
+}
+
+TEST_F(QemuVmmTest, QemuVmm_SeccompKillOfTheVmmIsReportedWithTheCall) {
+  MVM_REQUIRE_QEMU(image);
+  if (::geteuid() != 0) GTEST_SKIP() << "confinement needs root (namespaces, cgroups, setuid)";
+  if (!runtime::FindCgroup2Mount().ok()) GTEST_SKIP() << "needs a cgroup v2 hierarchy mounted";
+  SetUpVmm(image);
+  // A "qemu" compromised at once: tests/jail_attacker calls ptrace when given a VMM's argv.
+  runtime::QemuOptions options = vmm_->options();
+  options.binary = MVM_JAIL_ATTACKER;
+  auto attacker = runtime::QemuVmm::Create(options);
+  ASSERT_TRUE(attacker.ok()) << attacker.error().message;
+  VmmTarget t = Target("web-6");
+  ASSERT_TRUE((*attacker)->Prepare(t).ok());
+  auto started = (*attacker)->Start(t);
+  ASSERT_FALSE(started.ok());
+  const std::string& message = started.error().message;
+  std::printf("start error: %s\n", message.c_str());
+  EXPECT_THAT(message, HasSubstr("exited"));
+  EXPECT_THAT(message, HasSubstr("before ptrace")) << "the VMM's own log is in the error";
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("after ptrace"))) << "ptrace never returned";
+  ASSERT_TRUE((*attacker)->Destroy(t).ok());
+  EXPECT_FALSE(std::filesystem::exists(runtime::Confiner(options.confinement).CgroupLeaf(t)));
+  // The kernel names the call only while auditing is on (docs/security.md).
+  if (message.find("killed by seccomp") == std::string::npos) {
+    GTEST_SKIP() << "the kernel logs no seccomp kills here (auditing off): " << message;
+  }
+  EXPECT_THAT(message, HasSubstr("killed by seccomp: the pool's profile forbids ptrace"));
 }
 
 }  // namespace

@@ -1,0 +1,185 @@
+#include "runtime/confinement.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "runtime/cgroup.h"
+#include "runtime/seccomp_profile.h"
+
+namespace mvm::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The cgroup tree in use, or why there is none.
+Result<CgroupTree> Tree(const ConfinementOptions& o) {
+  if (!o.cgroupHierarchy.empty()) return CgroupTree(o.cgroupHierarchy, o.cgroupSlice);
+  Result<fs::path> mount = FindCgroup2Mount();
+  if (!mount.ok()) return mount.error();
+  return CgroupTree(*mount, o.cgroupSlice);
+}
+
+Status Own(const fs::path& path, uint32_t uid, mode_t dirMode, mode_t fileMode) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    return Error{"confine: " + path.string() + ": " + std::strerror(errno)};
+  }
+  if (S_ISLNK(st.st_mode)) return Error{"confine: " + path.string() + " is a symlink"};
+  if (::lchown(path.c_str(), uid, uid) != 0 ||
+      ::chmod(path.c_str(), S_ISDIR(st.st_mode) ? dirMode : fileMode) != 0) {
+    return Error{"confine: chown " + path.string() + ": " + std::strerror(errno)};
+  }
+  return {};
+}
+
+// `path` and, for a directory, everything under it.
+Status OwnTree(const fs::path& path, uint32_t uid) {
+  if (Status s = Own(path, uid, 0700, 0600); !s.ok()) return s;
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(path, ec))) return {};
+  for (auto it = fs::recursive_directory_iterator(path, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (Status s = Own(it->path(), uid, 0700, 0600); !s.ok()) return s;
+  }
+  return {};
+}
+
+void WarnOnce(const std::string& what) {
+  static std::once_flag once;
+  std::call_once(once, [&] { spdlog::warn("confine: {}: VMMs run without a cgroup", what); });
+}
+
+}  // namespace
+
+ConfinementOptions DefaultConfinement() {
+  ConfinementOptions o;
+  o.enabled = ::geteuid() == 0;
+  return o;
+}
+
+Result<ConfinementOptions> ConfinementOptionsFromEnv(const std::string& prefix,
+                                                     ConfinementOptions o) {
+  auto get = [&prefix](const std::string& name) -> std::string {
+    const char* v = std::getenv(("MVM_" + prefix + name).c_str());
+    return v ? v : "";
+  };
+  if (std::string v = get("JAIL"); !v.empty()) {
+    if (v != "on" && v != "off") {
+      return Error{"MVM_" + prefix + "JAIL: expected on or off (got \"" + v + "\")"};
+    }
+    o.enabled = v == "on";
+  }
+  if (std::string v = get("JAIL_UIDS"); !v.empty()) {
+    char* end = nullptr;
+    unsigned long first = std::strtoul(v.c_str(), &end, 10);
+    unsigned long last = *end == '-' ? std::strtoul(end + 1, &end, 10) : 0;
+    if (*end != '\0' || first == 0 || last < first || last > 0xfffffffeUL) {
+      return Error{"MVM_" + prefix + "JAIL_UIDS: expected FIRST-LAST, e.g. 200000-265535 (got \"" +
+                   v + "\")"};
+    }
+    o.uidFirst = static_cast<uint32_t>(first);
+    o.uidCount = static_cast<uint32_t>(last - first + 1);
+  }
+  if (std::string v = get("JAIL_STATE_DIR"); !v.empty()) o.stateDir = v;
+  if (std::string v = get("CGROUP_ROOT"); !v.empty()) o.cgroupHierarchy = v;
+  if (std::string v = get("CGROUP_SLICE"); !v.empty()) o.cgroupSlice = v;
+  return o;
+}
+
+fs::path Confiner::CgroupLeaf(const controller::VmmTarget& target) const {
+  Result<CgroupTree> tree = Tree(options_);
+  if (!tree.ok()) return {};
+  return tree->LeafPath(target.key.tenant, target.key.name);
+}
+
+Result<Confinement> Confiner::Confine(const ConfineRequest& r) const {
+  const controller::VmmTarget& target = *r.target;
+  const std::string who = "confine " + target.key.ToString() + ": ";
+  if (target.spec == nullptr) return Error{who + "no pool spec"};
+  const manifests::PoolSpec& spec = *target.spec;
+  std::optional<SeccompProfile> profile = ParseSeccompProfile(spec.security.seccomp);
+  if (!profile) {
+    return Error{who + "spec.security.seccomp: unknown profile \"" + spec.security.seccomp +
+                 "\" (baseline or strict)"};
+  }
+  Result<std::vector<struct sock_filter>> filter = BuildSeccompFilter(*profile);
+  if (!filter.ok()) return Error{who + filter.error().message};
+
+  UidAllocator uids(options_.stateDir / "uids", options_.uidFirst, options_.uidCount);
+  Result<uint32_t> uid = uids.Acquire(r.instanceDir.string());
+  if (!uid.ok()) return Error{who + uid.error().message};
+  if (Status s = Own(r.instanceDir, *uid, 0700, 0600); !s.ok())
+    return Error{who + s.error().message};
+  for (const auto& w : r.writable) {
+    if (Status s = OwnTree(w, *uid); !s.ok()) return Error{who + s.error().message};
+  }
+
+  Confinement c;
+  JailSpec& j = c.jail;
+  j.root = r.jailRoot;
+  AddUsrSystem(j);
+  for (const auto& f : r.readOnly) j.binds.push_back({f, f, false});
+  for (const auto& w : r.writable) j.binds.push_back({w, w, true});
+  j.devices = r.devices;
+  j.newNetwork = true;
+  j.hostname = target.key.name.empty() ? "mvm" : target.key.name;
+  j.uid = j.gid = *uid;
+  j.maxOpenFiles = options_.maxOpenFiles;
+  j.maxFileBytes = r.maxFileBytes;
+  j.maxProcesses = static_cast<uint64_t>(options_.pidsMax);
+  j.seccomp = std::move(*filter);
+
+  Json::Value& d = c.describe;
+  d["uid"] = *uid;
+  d["gid"] = *uid;
+  d["seccomp"] = std::string(SeccompProfileName(*profile));
+  d["namespaces"] = Json::Value(Json::arrayValue);
+  for (const char* ns : {"mnt", "pid", "ipc", "uts", "cgroup", "net"}) d["namespaces"].append(ns);
+  d["root"] = "pivot_root into a read-only tmpfs (/usr read-only, " +
+              std::to_string(r.readOnly.size()) + " image file(s), " +
+              std::to_string(r.writable.size()) + " instance path(s), " +
+              std::to_string(r.devices.size()) + " device(s))";
+  d["capabilities"] = "none";
+  d["noNewPrivs"] = true;
+
+  Result<CgroupTree> tree = Tree(options_);
+  if (!tree.ok()) {
+    WarnOnce(tree.error().message);
+    d["cgroup"] = "";
+    d["cgroupError"] = tree.error().message;
+    return c;
+  }
+  CgroupLimits limits;
+  limits.cpuQuotaUs = static_cast<int64_t>(spec.resources.vcpus) * limits.cpuPeriodUs;
+  limits.memoryMaxBytes = (spec.resources.memoryMiB + options_.memoryOverheadMiB) << 20;
+  limits.pidsMax = options_.pidsMax;
+  Result<runtime::CgroupLeaf> leaf = tree->Create(target.key.tenant, target.key.name, limits);
+  if (!leaf.ok()) return Error{who + leaf.error().message};
+  j.cgroup = leaf->path;
+  d["cgroup"] = leaf->path.string();
+  d["cgroupLimits"] = Json::Value(Json::arrayValue);
+  for (const auto& w : leaf->written) d["cgroupLimits"].append(w);
+  d["cgroupMissing"] = Json::Value(Json::arrayValue);
+  for (const auto& m : leaf->missing) d["cgroupMissing"].append(m);
+  return c;
+}
+
+Status Confiner::Release(const controller::VmmTarget& target, const fs::path& instanceDir,
+                         bool destroy) const {
+  if (fs::path leaf = CgroupLeaf(target); !leaf.empty()) {
+    if (Status s = CgroupTree::Kill(leaf); !s.ok()) return s;
+  }
+  if (destroy) {
+    UidAllocator uids(options_.stateDir / "uids", options_.uidFirst, options_.uidCount);
+    if (Status s = uids.Release(instanceDir.string()); !s.ok()) return s;
+  }
+  return {};
+}
+
+}  // namespace mvm::runtime
