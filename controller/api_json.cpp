@@ -350,9 +350,13 @@ Instance DecodeInstance(const Json::Value& json) {
   out.handle.pid = I64(vmm, "pid");
   out.handle.startTime = U64(vmm, "startTime");
   out.handle.socket = Str(vmm, "socket");
-  if (const Json::Value& confinement = Member(vmm, "confinement"); !confinement.isNull()) {
-    Json::Value data(Json::objectValue);
-    data["confinement"] = confinement;
+  // The public parts of the driver's data (confinement, metrics) go back where the describe
+  // page reads them.
+  Json::Value data(Json::objectValue);
+  for (const char* name : {"confinement", "metrics"}) {
+    if (const Json::Value& v = Member(vmm, name); !v.isNull()) data[name] = v;
+  }
+  if (!data.empty()) {
     Json::StreamWriterBuilder writer;
     writer["indentation"] = "";
     out.handle.data = Json::writeString(writer, data);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <string_view>
@@ -93,8 +94,16 @@ Result<std::optional<size_t>> CountParam(const httplib::Request& req, const char
   return std::optional<size_t>(value);
 }
 
+// An instance's own directory (Controller's layout), or nothing when unknown.
+std::optional<std::filesystem::path> InstanceDirOf(const Instance& instance,
+                                                   const std::filesystem::path& instancesDir) {
+  if (instancesDir.empty()) return std::nullopt;
+  return instancesDir / instance.key.tenant / "pools" / instance.pool / "instances" /
+         instance.key.name;
+}
+
 // Where an instance's serial console is: the file its driver record names ("console" in the
-// handle data), else console.log in its instance directory (Controller's layout), or nothing.
+// handle data), else console.log in its instance directory, or nothing.
 std::optional<std::filesystem::path> ConsolePath(const Instance& instance,
                                                  const std::filesystem::path& instancesDir) {
   Json::Value data;
@@ -102,9 +111,26 @@ std::optional<std::filesystem::path> ConsolePath(const Instance& instance,
       data.isObject() && data["console"].isString() && !data["console"].asString().empty()) {
     return std::filesystem::path(data["console"].asString());
   }
-  if (instancesDir.empty()) return std::nullopt;
-  return instancesDir / instance.key.tenant / "pools" / instance.pool / "instances" /
-         instance.key.name / "console.log";
+  std::optional<std::filesystem::path> dir = InstanceDirOf(instance, instancesDir);
+  if (!dir) return std::nullopt;
+  return *dir / "console.log";
+}
+
+// The VMM's own counters, as the driver last summarised them in runtime/metrics-summary.json
+// (the firecracker driver, on every probe: docs/firecracker.md), or null.
+Json::Value VmmMetrics(const Instance& instance, const std::filesystem::path& instancesDir) {
+  std::optional<std::filesystem::path> dir = InstanceDirOf(instance, instancesDir);
+  if (!dir) return {};
+  std::ifstream in(*dir / "runtime" / "metrics-summary.json", std::ios::binary);
+  std::string text;
+  char buf[4096];
+  while (in && text.size() < 65536) {
+    in.read(buf, sizeof buf);
+    text.append(buf, static_cast<size_t>(in.gcount()));
+  }
+  Json::Value metrics;
+  if (text.empty() || !api::ParseJson(text, metrics) || !metrics.isObject()) return {};
+  return metrics;
 }
 
 // Connects to an existing socket file to learn whether a server still answers there.
@@ -458,6 +484,9 @@ void ApiServer::Impl::GetInstance(const std::string& tenant, const std::string& 
   std::optional<Instance> instance = FindInstance(key);
   if (!instance) return ReplyError(res, 404, "instance " + key.ToString() + " not found");
   Json::Value body = api::EncodeInstance(*instance);
+  if (Json::Value metrics = VmmMetrics(*instance, options_.instancesDir); !metrics.isNull()) {
+    body["vmm"]["metrics"] = std::move(metrics);
+  }
   body["events"] = EventsJson(view_.Events("Instance", key.ToString()));
   Reply(res, 200, body);
 }

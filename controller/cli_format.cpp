@@ -217,6 +217,29 @@ void ConfinementSection(Page& page, const std::string& handleData) {
   page.Field(2, "Capabilities", OrNone(c["capabilities"].asString()));
 }
 
+// The VMM's own counters (firecracker's metrics file, summarised by the driver): nothing when
+// the driver keeps none.
+void MetricsSection(Page& page, const std::string& handleData) {
+  Json::Value data;
+  if (handleData.empty() || !api::ParseJson(handleData, data) || !data.isObject() ||
+      !data["metrics"].isObject()) {
+    return;
+  }
+  const Json::Value& m = data["metrics"];
+  auto count = [&](const char* name) {
+    return m[name].isIntegral() ? std::to_string(m[name].asUInt64()) : std::string("<none>");
+  };
+  page.Section("VMM Metrics");
+  page.Field(2, "Flushed",
+             m["utcTimestampMs"].isIntegral() ? Timestamp(m["utcTimestampMs"].asInt64())
+                                              : std::string("<none>"));
+  page.Field(2, "vCPU Exits", count("vcpuExits"));
+  page.Field(2, "Block R/W", count("blockReadBytes") + " / " + count("blockWriteBytes") + " B");
+  page.Field(2, "Net Rx/Tx", count("netRxBytes") + " / " + count("netTxBytes") + " B");
+  page.Field(2, "API Requests", count("apiRequests"));
+  page.Field(2, "VMM Panics", count("vmmPanics"));
+}
+
 std::vector<std::string> Labels(const Json::Value& manifest) {
   std::vector<std::string> out;
   if (!manifest.isObject() || !manifest["metadata"].isObject()) return out;
@@ -545,6 +568,7 @@ std::string DescribeInstance(const api::InstanceDetail& detail, int64_t nowMs) {
   page.Field(2, "Start Time", i.handle.startTime ? std::to_string(i.handle.startTime) : "<none>");
   page.Field(2, "Socket", OrNone(i.handle.socket));
   ConfinementSection(page, i.handle.data);
+  MetricsSection(page, i.handle.data);
   if (i.spec) {
     SpecSection(page, *i.spec);
   } else {

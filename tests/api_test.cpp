@@ -744,6 +744,32 @@ class ConsoleTest : public ApiTest {
   }
 };
 
+// The firecracker driver summarises the VMM's metrics file into runtime/metrics-summary.json on
+// every probe; describe instance shows it, and shows nothing when there is none.
+TEST_F(ConsoleTest, Instance_CarriesTheVmmMetricsTheDriverSummarised) {
+  StartServer(Options());
+  const std::string path = "/v1/instances/acme/workers-a1";
+  HttpReply none = Get(socket(), path);
+  ASSERT_EQ(none.status, 200);
+  EXPECT_FALSE(none.body["vmm"].isMember("metrics"));
+  testing::WriteFile(dir_ /
+                         "tenants/acme/pools/workers/instances/workers-a1/runtime/"
+                         "metrics-summary.json",
+                     R"({"utcTimestampMs":1700000000000,"vcpuExits":42,"blockReadBytes":4096,)"
+                     R"("blockWriteBytes":512,"netRxBytes":0,"netTxBytes":0,"apiRequests":9,)"
+                     R"("vmmPanics":0,"flushes":3})");
+  HttpReply r = Get(socket(), path);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["vmm"]["metrics"]["vcpuExits"].asUInt64(), 42u);
+  api::InstanceDetail detail;
+  detail.instance = api::DecodeInstance(r.body);
+  std::string page = cli::DescribeInstance(detail, kNow);
+  for (const char* line : {"VMM Metrics:\n", "  vCPU Exits:     42\n",
+                           "  Block R/W:      4096 / 512 B\n", "  API Requests:   9\n"}) {
+    EXPECT_NE(page.find(line), std::string::npos) << "missing: " << line << "in:\n" << page;
+  }
+}
+
 TEST_F(ConsoleTest, Console_ServesTheInstanceDirectoryFileCutToTailLinesAndLimitBytes) {
   StartServer(Options());
   std::string all;
