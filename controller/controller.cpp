@@ -664,6 +664,12 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
   const std::string name = key.ToString();
   VmmTarget target{key, inst.pool, inst.spec.get(), InstanceDir(key.tenant, inst.pool, key.name),
                    inst.handle};
+  // The tenant's quota, for drivers that write it as the tenant's cgroup limits.
+  std::shared_ptr<const manifests::DesiredState> desired = Desired();
+  if (desired) {
+    const manifests::Object* t = desired->Find(manifests::ObjectKey::TenantKey(key.tenant));
+    if (t && t->tenant()) target.tenantQuota = &t->tenant()->quota;
+  }
   if (!inst.spec) return Error{"instance " + name + " has no spec"};
 
   std::optional<Action> action = NextAction(inst.state, inst.target);

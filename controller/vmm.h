@@ -29,6 +29,9 @@ struct VmmTarget {
   const manifests::PoolSpec* spec = nullptr;
   std::filesystem::path dir;  // the instance's own directory (runtime/, volumes/, snapshots/)
   VmmHandle handle;           // empty unless a VMM process exists
+  // The tenant's quota when the manifests define one (drivers that confine may write it as the
+  // tenant's cgroup limits); valid for the duration of the call.
+  const manifests::TenantQuota* tenantQuota = nullptr;
 };
 
 struct ProbeResult {

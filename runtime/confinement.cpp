@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -39,6 +40,22 @@ Status Own(const fs::path& path, uint32_t uid, mode_t dirMode, mode_t fileMode) 
 }
 
 // `path` and, for a directory, everything under it.
+// The tenant directory's limits from its quota: cpu.max from quota.vcpus; memory.max (guest
+// memory plus every VMM's overhead) and pids.max only when the quota bounds the number of VMM
+// processes (running and warm both set), since the overhead is per process.
+CgroupLimits TenantLimits(const controller::VmmTarget& target, const ConfinementOptions& o) {
+  CgroupLimits t;
+  const manifests::TenantQuota* q = target.tenantQuota;
+  if (!q) return t;
+  if (q->vcpus) t.cpuQuotaUs = *q->vcpus * t.cpuPeriodUs;
+  if (q->running && q->warm) {
+    const int64_t vmms = *q->running + *q->warm;
+    if (q->memoryMiB) t.memoryMaxBytes = (*q->memoryMiB + vmms * o.memoryOverheadMiB) << 20;
+    t.pidsMax = std::max<int64_t>(1, vmms) * o.pidsMax;
+  }
+  return t;
+}
+
 Status OwnTree(const fs::path& path, uint32_t uid) {
   if (Status s = Own(path, uid, 0700, 0600); !s.ok()) return s;
   std::error_code ec;
@@ -159,7 +176,8 @@ Result<Confinement> Confiner::Confine(const ConfineRequest& r) const {
   limits.cpuQuotaUs = static_cast<int64_t>(spec.resources.vcpus) * limits.cpuPeriodUs;
   limits.memoryMaxBytes = (spec.resources.memoryMiB + options_.memoryOverheadMiB) << 20;
   limits.pidsMax = options_.pidsMax;
-  Result<runtime::CgroupLeaf> leaf = tree->Create(target.key.tenant, target.key.name, limits);
+  Result<runtime::CgroupLeaf> leaf =
+      tree->Create(target.key.tenant, target.key.name, limits, TenantLimits(target, options_));
   if (!leaf.ok()) return Error{who + leaf.error().message};
   j.cgroup = leaf->path;
   d["cgroup"] = leaf->path.string();

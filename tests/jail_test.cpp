@@ -234,6 +234,13 @@ TEST(Confiner, WritesThePoolsLimitsAndOwnsTheInstanceFiles) {
   spec.resources.memoryMiB = 512;
   spec.security.seccomp = "strict";
   controller::VmmTarget target{{"acme", "web-1"}, "web", &spec, tmp / "inst", {}};
+  // The tenant's quota becomes the tenant directory's limits (overhead per VMM: 3 VMMs).
+  manifests::TenantQuota quota;
+  quota.vcpus = 4;
+  quota.memoryMiB = 2048;
+  quota.running = 2;
+  quota.warm = 1;
+  target.tenantQuota = &quota;
   fs::create_directories(tmp / "inst" / "volumes");
   mvm::testing::WriteFile(tmp / "inst" / "volumes" / "disk", "x");
   fs::create_directories(tmp / "inst" / "jail");
@@ -262,7 +269,12 @@ TEST(Confiner, WritesThePoolsLimitsAndOwnsTheInstanceFiles) {
   EXPECT_EQ(c->describe["seccomp"].asString(), "strict");
   EXPECT_EQ(c->describe["cgroup"].asString(), leaf.string());
   EXPECT_EQ(c->describe["cgroupMissing"].size(), 0u);
-  EXPECT_EQ(c->describe["cgroupLimits"].size(), 4u);
+  EXPECT_EQ(c->describe["cgroupLimits"].size(), 8u);  // 4 of the leaf, 4 of the tenant
+  const fs::path tenant_dir = leaf.parent_path();
+  EXPECT_EQ(Slurp(tenant_dir / "cpu.max"), "400000 100000");
+  EXPECT_EQ(Slurp(tenant_dir / "memory.max"), std::to_string((2048ll + 3 * 256) << 20));
+  EXPECT_EQ(Slurp(tenant_dir / "memory.swap.max"), "0");
+  EXPECT_EQ(Slurp(tenant_dir / "pids.max"), std::to_string(3 * 1024));
   for (const fs::path& p :
        {tmp / "inst", tmp / "inst" / "volumes", tmp / "inst" / "volumes" / "disk"}) {
     struct stat st {};
