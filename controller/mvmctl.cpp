@@ -697,8 +697,10 @@ int main(int argc, char** argv) {
                                      "and list every error when any is invalid");
   cmd->add_option("-f,--filename", validate.paths, "File, directory or - for stdin (repeatable)");
   cmd->add_option("paths", validate.paths, "More files or directories");
+  // One directory per occurrence: a vector option would otherwise swallow the paths after it.
   cmd->add_option("--image-root", validate.image_roots,
                   "Directory image paths must stay inside (repeatable)")
+      ->allow_extra_args(false)
       ->capture_default_str();
   cmd->add_option("--default-runtime", validate.default_runtime,
                   "Runtime for pools that name none (firecracker|qemu)")
