@@ -472,10 +472,10 @@ void ApiServer::Impl::GetPool(const std::string& tenant, const std::string& name
 }
 
 std::optional<Instance> ApiServer::Impl::FindInstance(const InstanceKey& key) const {
-  for (auto& instance : view_.Instances()) {
-    if (instance.key == key) return std::move(instance);
-  }
-  return std::nullopt;
+  std::vector<Instance> all = view_.Instances();
+  auto it = std::find_if(all.begin(), all.end(), [&](const Instance& i) { return i.key == key; });
+  if (it == all.end()) return std::nullopt;
+  return std::move(*it);
 }
 
 void ApiServer::Impl::GetInstance(const std::string& tenant, const std::string& name,
@@ -623,6 +623,7 @@ bool ApiServer::Impl::WatchStep(Watch& watch, httplib::DataSink& sink) {
   }
   while (!stopping_) {
     uint64_t seq = view_.WaitForChange(watch.seq, options_.watchPoll);
+    // cppcheck-suppress oppositeInnerCondition ; Stop() sets it from another thread meanwhile
     if (stopping_) break;
     if (seq != watch.seq) {
       watch.seq = seq;

@@ -124,12 +124,14 @@ void Controller::Audit(const std::string& tenant, const std::string& action,
 }
 
 void Controller::AccountUsage(const Instance* before, const Instance* after) {
+  const Instance* either = before ? before : after;
+  if (!either) return;
   TenantUsage was, is;
   if (before && before->spec)
     was = Footprint(*before->spec, before->state, before->target, before->pending);
   if (after && after->spec)
     is = Footprint(*after->spec, after->state, after->target, after->pending);
-  const std::string& tenant = before ? before->key.tenant : after->key.tenant;
+  const std::string& tenant = either->key.tenant;
   bool released = is.vcpus < was.vcpus || is.memoryMiB < was.memoryMiB ||
                   is.diskMiB < was.diskMiB || is.running < was.running || is.warm < was.warm ||
                   is.sleeping < was.sleeping;

@@ -69,7 +69,10 @@ std::string Describe(const Json::Value& v) {
   if (v.isObject()) return "an object";
   if (v.isArray()) return "a list";
   std::string text = Compact(v);
-  if (text.size() > 64) text = text.substr(0, 61) + "...";
+  if (text.size() > 64) {
+    text.resize(61);
+    text += "...";
+  }
   return text;
 }
 
@@ -172,7 +175,7 @@ class Explainer {
       UnknownMembers(at);
     } else if (StartsWith(d, kMissingRequired)) {
       std::string name = d.substr(kMissingRequired.size());
-      name = name.substr(0, name.find('\''));
+      name.resize(std::min(name.size(), name.find('\'')));
       Emit(&v, false, Join(at.path, name), "is required");
     } else if (StartsWith(d, "Expected number greater than or equal to")) {
       Emit(&v, false, at.path,
@@ -219,7 +222,7 @@ class Explainer {
       // Only an aggregate; explained when nothing more specific was reported under it, which
       // is how valijson reports a failed "propertyNames" constraint.
       std::string name = d.substr(kPropertySchemaFailed.size());
-      name = name.substr(0, name.find('\''));
+      name.resize(std::min(name.size(), name.find('\'')));
       aggregates_.push_back({error.context, name});
     } else if (StartsWith(d, "Failed to validate") || StartsWith(d, "Cannot validate item")) {
       // Aggregates of errors reported individually.
