@@ -158,7 +158,8 @@ void Controller::AccountUsage(const Instance* before, const Instance* after) {
   for (const auto& pool : wake) queue_.Add(PoolQueueKey(tenant, pool));
 }
 
-Status Controller::Update(const InstanceKey& key, const std::function<void(Instance&)>& change) {
+Status Controller::Update(const InstanceKey& key, const std::function<void(Instance&)>& change,
+                          Durability durability) {
   bool applied = false;
   return UpdateIf(
       key,
@@ -166,11 +167,11 @@ Status Controller::Update(const InstanceKey& key, const std::function<void(Insta
         change(i);
         return true;
       },
-      &applied);
+      &applied, durability);
 }
 
 Status Controller::UpdateIf(const InstanceKey& key, const std::function<bool(Instance&)>& change,
-                            bool* applied) {
+                            bool* applied, Durability durability) {
   *applied = false;
   std::lock_guard stripe(StripeFor(key));
   std::optional<Instance> current = store_.GetInstance(key);
@@ -179,15 +180,20 @@ Status Controller::UpdateIf(const InstanceKey& key, const std::function<bool(Ins
   if (!change(next)) return {};
   *applied = true;
   next.updatedAtMs = Now();
-  if (Status s = store_.PutInstance(next); !s.ok()) return s;
+  if (Status s = Put(next, durability); !s.ok()) return s;
   AccountUsage(&*current, &next);
   Changed();
   return {};
 }
 
-Status Controller::Insert(const Instance& instance) {
+Status Controller::Put(const Instance& instance, Durability durability) {
+  return durability == Durability::kWait ? store_.PutInstance(instance)
+                                         : store_.PutInstanceQueued(instance);
+}
+
+Status Controller::Insert(const Instance& instance, Durability durability) {
   std::lock_guard stripe(StripeFor(instance.key));
-  if (Status s = store_.PutInstance(instance); !s.ok()) return s;
+  if (Status s = Put(instance, durability); !s.ok()) return s;
   AccountUsage(nullptr, &instance);
   Changed();
   return {};
@@ -523,7 +529,7 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
           i.target = new_target;
           return true;
         },
-        &applied);
+        &applied, Durability::kQueued);  // a lost retarget is planned again after a restart
     if (!s.ok()) {
       result = s;
       continue;
@@ -533,7 +539,8 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
       continue;
     }
     if (new_target == S::kDestroyed && !object) {
-      Audit(tenant, "instance.prune", key.ToString(), "pool " + pool + " left the manifests");
+      store_.AuditQueued(tenant, "mvmd", "instance.prune", key.ToString(),
+                         "pool " + pool + " left the manifests");
     }
     queue_.Add(InstanceQueueKey(key));
   }
@@ -553,13 +560,15 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
       i.generation = object->generation;
       i.spec = spec;
       i.createdAtMs = i.stateSinceMs = i.updatedAtMs = Now();
-      if (Status s = Insert(i); !s.ok()) {
+      // Queued: nothing has been done for it yet (its first intent commits it), and a creation
+      // lost in a crash is planned again.
+      if (Status s = Insert(i, Durability::kQueued); !s.ok()) {
         result = s;
         break;
       }
-      Audit(tenant, "instance.create", i.key.ToString(),
-            "pool " + pool + " generation " + std::to_string(object->generation) + " target " +
-                std::string(StateName(target)));
+      store_.AuditQueued(tenant, "mvmd", "instance.create", i.key.ToString(),
+                         "pool " + pool + " generation " + std::to_string(object->generation) +
+                             " target " + std::string(StateName(target)));
       Emit("Instance", i.key.ToString(), EventType::kNormal, "Created",
            "created for pool " + pool + ", target " + std::string(StateName(target)));
       queue_.Add(InstanceQueueKey(i.key));
@@ -828,18 +837,23 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
     return {};
   }
   S reached = *next;
-  // The audit entry is queued ahead of the done record and committed with it (one wait).
+  // The done record and its audit entry are queued, not waited for: the intent above makes a
+  // crash before they are durable recoverable (Adopt probes), and the next durable write, this
+  // worker's next intent most often, commits them in the same transaction.
   store_.AuditQueued(key.tenant, "mvmd", "instance." + std::string(ActionName(act)), name,
                      std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));
-  Status s = Update(key, [&](Instance& i) {
-    i.state = reached;
-    i.stateSinceMs = Now();
-    i.handle = handle;
-    i.pending.reset();
-    i.failures = 0;
-    i.failed = false;
-    i.lastError.clear();
-  });
+  Status s = Update(
+      key,
+      [&](Instance& i) {
+        i.state = reached;
+        i.stateSinceMs = Now();
+        i.handle = handle;
+        i.pending.reset();
+        i.failures = 0;
+        i.failed = false;
+        i.lastError.clear();
+      },
+      Durability::kQueued);
   if (!s.ok()) return s;
   Emit("Instance", name, EventType::kNormal, DoneReason(act),
        std::string(StateName(inst.state)) + " -> " + std::string(StateName(reached)));

@@ -111,13 +111,19 @@ class Controller final : public StatusView {
   Status ReconcileInstance(const InstanceKey& key);
   void Adopt(Instance instance);
 
+  // How an instance record is written: waited for until durable (every intent, everything
+  // before an action), or queued (an action's done record: its intent, already durable, makes
+  // its loss recoverable, and the next durable write carries it; see Store::PutInstanceQueued).
+  enum class Durability { kWait, kQueued };
   // Read-modify-write of one instance record under its stripe lock; keeps tenant usage exact.
-  Status Update(const InstanceKey& key, const std::function<void(Instance&)>& change);
+  Status Update(const InstanceKey& key, const std::function<void(Instance&)>& change,
+                Durability durability = Durability::kWait);
   // Like Update, but `change` may decline (return false) after looking at the current record:
   // nothing is written and *applied is false. The check and the write are atomic per instance.
   Status UpdateIf(const InstanceKey& key, const std::function<bool(Instance&)>& change,
-                  bool* applied);
-  Status Insert(const Instance& instance);
+                  bool* applied, Durability durability = Durability::kWait);
+  Status Put(const Instance& instance, Durability durability);
+  Status Insert(const Instance& instance, Durability durability = Durability::kWait);
   Status Remove(const Instance& instance);
   void AccountUsage(const Instance* before, const Instance* after);
 

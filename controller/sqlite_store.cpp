@@ -113,7 +113,7 @@ constexpr std::size_t kMaxBatch = 1024;               // ops one transaction tak
 constexpr std::chrono::milliseconds kFlushLinger{2};  // see FlusherLoop
 // WAL pages between automatic checkpoints (default 1000): fewer checkpoints, each writing back
 // a page once however often it changed (each checkpoint also costs two fsyncs).
-constexpr int kWalAutocheckpointPages = 4096;
+constexpr int kWalAutocheckpointPages = 16384;
 
 // ---------------------------------------------------------------------------------------------
 // SQLite RAII and helpers.
@@ -326,6 +326,8 @@ struct Op {
   std::variant<PutOp, DeleteOp, AllocateOp, ReleaseOp, EventOp, AuditOp, ReadOp> work;
   Status status;        // the write's own outcome, set by the leader that committed it
   int64_t value = 0;    // Allocate's result
+  uint64_t seq = 0;     // queue order (guarded by queue_mu_)
+  bool early = false;   // a PutOp already visible to readers (PutInstanceQueued)
   bool waiter = false;  // its submitter waits for it (guarded by queue_mu_)
   bool done = false;    // guarded by queue_mu_
 };
@@ -462,11 +464,34 @@ class SqliteStore final : public Store {
   }
 
   Status PutInstance(const Instance& instance) override {
+    if (Status s = ValidForPut(instance); !s) return s;
+    return SubmitAndWait(std::make_shared<Op>(PutOp{instance}));
+  }
+
+  // Visible first, durable with the next commit. The record goes to memory and into the queue
+  // under both locks (lock order: mu_, then queue_mu_), so no commit can overtake it there; at
+  // commit ApplyCommitted leaves memory alone while a newer early record of the key is in it.
+  Status PutInstanceQueued(const Instance& instance) override {
+    if (Status s = ValidForPut(instance); !s) return s;
+    auto op = std::make_shared<Op>(PutOp{instance});
+    op->early = true;
+    std::unique_lock data(mu_);
+    std::lock_guard queue(queue_mu_);
+    if (stopping_) return Error{"store is closed"};
+    op->seq = ++seq_;
+    early_[instance.key] = op;
+    Upsert(Instance(instance));
+    queue_.push_back(op);
+    if (!leader_active_ && !flusher_lingering_) flush_cv_.notify_one();
+    return Status::Ok();
+  }
+
+  static Status ValidForPut(const Instance& instance) {
     if (instance.key.tenant.empty() || instance.key.name.empty())
       return Error{"cannot store an instance without tenant and name"};
     if (instance.spec && instance.specHash.empty())
       return Error{"instance " + instance.key.ToString() + " has a spec but no specHash"};
-    return SubmitAndWait(std::make_shared<Op>(PutOp{instance}));
+    return Status::Ok();
   }
 
   Status DeleteInstance(const InstanceKey& key) override {
@@ -677,9 +702,11 @@ class SqliteStore final : public Store {
     if (stopping_) return Error{"store is closed"};
     // Backpressure: past this many queued ops an event waits like any write.
     op->waiter = wait || queue_.size() >= kMaxQueuedOps;
+    op->seq = ++seq_;
     queue_.push_back(op);
     if (!op->waiter) {
-      if (!leader_active_) flush_cv_.notify_one();
+      // A lingering flusher is already on its way (one wake-up per linger, not per op).
+      if (!leader_active_ && !flusher_lingering_) flush_cv_.notify_one();
       return Status::Ok();
     }
     ++queued_waiters_;
@@ -718,8 +745,10 @@ class SqliteStore final : public Store {
     for (;;) {
       flush_cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !leader_active_); });
       if (!stopping_) {
+        flusher_lingering_ = true;
         flush_cv_.wait_for(lock, kFlushLinger,
                            [&] { return stopping_ || queue_.empty() || leader_active_; });
+        flusher_lingering_ = false;
       }
       if (!queue_.empty() && !leader_active_) {
         Lead(lock);
@@ -734,6 +763,7 @@ class SqliteStore final : public Store {
   void RunBatch(std::vector<OpPtr>& batch) {
     std::string failure;
     if (RunTransaction(batch, /*late_join=*/true, failure)) return;
+    if (batch.size() == 1) ForgetEarly(*batch.front());
     RollbackAndReload();
     if (batch.size() == 1) {
       batch.front()->status = Error{failure};
@@ -744,6 +774,7 @@ class SqliteStore final : public Store {
       std::vector<OpPtr> alone{op};
       std::string why;
       if (RunTransaction(alone, /*late_join=*/false, why)) continue;
+      ForgetEarly(*op);
       RollbackAndReload();
       op->status = Error{why};
       LogIfUnwaited(*op);
@@ -754,6 +785,11 @@ class SqliteStore final : public Store {
     if (const auto* e = std::get_if<EventOp>(&op.work)) {
       spdlog::warn("store: event {} {}/{} not recorded: {}", e->event.reason, e->event.objectKind,
                    e->event.objectKey, op.status.error().message);
+    } else if (const auto* p = std::get_if<PutOp>(&op.work); p && op.early) {
+      spdlog::error(
+          "store: instance {} ({}) not recorded: {}; the record before it stands (an intent "
+          "is resolved by probing after a restart)",
+          p->instance.key.ToString(), StateName(p->instance.state), op.status.error().message);
     } else if (const auto* a = std::get_if<AuditOp>(&op.work); a && !op.waiter) {
       spdlog::error("store: audit entry {} {} of tenant {} not recorded: {}", a->entry.action,
                     a->entry.object, a->entry.tenant, op.status.error().message);
@@ -805,6 +841,19 @@ class SqliteStore final : public Store {
       return;
     }
     Install(std::move(*loaded));
+    // Early puts not yet committed stay visible (the batch's are retried one by one next).
+    std::unique_lock lock(mu_);
+    for (const auto& [key, op] : early_) Upsert(Instance(std::get<PutOp>(op->work).instance));
+  }
+
+  // An early put that failed alone: readers see the database's record again.
+  void ForgetEarly(const Op& op) {
+    const auto* put = std::get_if<PutOp>(&op.work);
+    if (!put || !op.early) return;
+    std::unique_lock lock(mu_);
+    auto e = early_.find(put->instance.key);
+    if (e == early_.end() || e->second.get() != &op) return;
+    early_.erase(e);
   }
 
   // --- executing writes (the leader, inside a transaction) ---
@@ -999,16 +1048,27 @@ class SqliteStore final : public Store {
     last_expiry_ms_ = now;
   }
 
-  // Committed puts and deletes become visible to readers, in commit order.
+  // Committed puts and deletes become visible to readers, in commit order; an early put is
+  // visible already, and a write older than the key's latest early put leaves memory alone.
   void ApplyCommitted(std::span<const OpPtr> ops) {
     std::unique_lock lock(mu_);
     std::lock_guard names(names_mu_);
+    auto superseded = [&](const InstanceKey& key, const Op& op) {
+      auto e = early_.find(key);
+      if (e == early_.end()) return false;
+      if (e->second->seq > op.seq) return true;
+      const bool self = e->second.get() == &op;
+      early_.erase(e);
+      return self;
+    };
     for (const OpPtr& op : ops) {
       if (auto* put = std::get_if<PutOp>(&op->work)) {
         reserved_names_.erase(put->instance.key);
+        if (superseded(put->instance.key, *op)) continue;
         Upsert(std::move(put->instance));
       } else if (auto* del = std::get_if<DeleteOp>(&op->work)) {
         reserved_names_.erase(del->key);
+        if (superseded(del->key, *op)) continue;
         auto it = instances_.find(del->key);
         if (it == instances_.end()) continue;
         Unindex(it->second);
@@ -1230,6 +1290,9 @@ class SqliteStore final : public Store {
   // Names handed out by NewInstanceName and not yet put; lock order: mu_, then names_mu_.
   std::mutex names_mu_;
   std::set<InstanceKey> reserved_names_;
+  // The latest early put of each key whose record in memory is not yet committed (guarded by
+  // mu_).
+  std::map<InstanceKey, OpPtr> early_;
 
   // Group commit queue.
   std::mutex queue_mu_;
@@ -1237,7 +1300,9 @@ class SqliteStore final : public Store {
   std::condition_variable flush_cv_;  // queued events need a leader
   std::vector<OpPtr> queue_;
   std::size_t queued_waiters_ = 0;  // queued ops whose submitter waits
+  uint64_t seq_ = 0;                // the last op's Op::seq
   bool leader_active_ = false;
+  bool flusher_lingering_ = false;  // the flusher will look at the queue without a notify
   bool stopping_ = false;
   std::atomic<uint64_t> transactions_{0};
   std::atomic<uint64_t> operations_{0};

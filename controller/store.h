@@ -73,6 +73,13 @@ class Store {
   virtual std::vector<std::pair<std::string, std::string>> ListPools() const = 0;
   virtual size_t InstanceCount() const = 0;
   virtual Status PutInstance(const Instance& instance) = 0;  // insert or replace
+  // PutInstance without waiting for durability: readers see the record at once; it is committed
+  // in order with the other writes (so it is durable once any write submitted after it has
+  // returned, and the flusher commits it within milliseconds when none comes). A crash can lose
+  // it, so it is only for a record whose loss the record before it makes recoverable (an action's
+  // done record, after its intent). A commit failure is logged and readers see the database's
+  // record again. Errors only for an invalid record or a closed store.
+  virtual Status PutInstanceQueued(const Instance& instance) = 0;
   virtual Status DeleteInstance(const InstanceKey& key) = 0;
   // A fresh "<pool>-<5 chars of [a-z0-9]>" name not used in the tenant.
   virtual std::string NewInstanceName(const std::string& tenant, const std::string& pool) = 0;

@@ -78,6 +78,15 @@ class CrashingStore final : public Store {
     if (!Write(what.str())) return {};
     return real_->PutInstance(instance);
   }
+  // Lost in a crash exactly when a crash comes before it: every later write is lost then too
+  // (the store commits in order), so crashing at each write covers each loss the store allows.
+  Status PutInstanceQueued(const Instance& instance) override {
+    if (!Write("PutInstanceQueued " + instance.key.ToString() + " " +
+               std::string(StateName(instance.state)))) {
+      return {};
+    }
+    return real_->PutInstanceQueued(instance);
+  }
   Status DeleteInstance(const InstanceKey& key) override {
     if (!Write("DeleteInstance " + key.ToString())) return {};
     return real_->DeleteInstance(key);
