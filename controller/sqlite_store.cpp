@@ -111,6 +111,10 @@ constexpr int kBusyTimeoutMs = 5000;
 constexpr std::size_t kMaxQueuedOps = 4096;
 constexpr std::size_t kMaxBatch = 1024;               // ops one transaction takes in while it runs
 constexpr std::chrono::milliseconds kFlushLinger{2};  // see FlusherLoop
+// Events wait apart from the other writes until this many are pending or the oldest is this old
+// (or a read needs them): one transaction writes a page of them instead of a page each.
+constexpr std::size_t kEventBatch = 256;
+constexpr std::chrono::milliseconds kEventLinger{100};
 // WAL pages between automatic checkpoints (default 1000): fewer checkpoints, each writing back
 // a page once however often it changed (each checkpoint also costs two fsyncs).
 constexpr int kWalAutocheckpointPages = 16384;
@@ -392,6 +396,7 @@ class SqliteStore final : public Store {
     }
     // Nobody calls in any more; commit whatever RecordEvent left queued.
     done_cv_.wait(lock, [&] { return !leader_active_; });
+    TakeEvents();
     if (!queue_.empty()) Lead(lock);
   }
 
@@ -535,10 +540,23 @@ class SqliteStore final : public Store {
 
   // --- events ---
 
+  // Events are best effort and nobody waits for them: they collect in events_ and go to the
+  // queue as one batch (FlusherLoop, TakeEvents). Failures are logged by whoever commits them
+  // (LogIfUnwaited).
   void RecordEvent(const Event& event) override {
-    // Failures are logged by whoever commits it (LogIfEvent).
-    [[maybe_unused]] const Status queued =
-        Submit(std::make_shared<Op>(EventOp{event}), /*wait=*/false);
+    auto op = std::make_shared<Op>(EventOp{event});
+    {
+      std::lock_guard lock(queue_mu_);
+      if (stopping_) return;
+      if (queue_.size() < kMaxQueuedOps) {
+        events_.push_back(std::move(op));
+        if (events_.size() == 1) events_since_ = std::chrono::steady_clock::now();
+        // The flusher waits for the first event (to time the batch) and for a full batch.
+        if (events_.size() == 1 || events_.size() == kEventBatch) flush_cv_.notify_one();
+        return;
+      }
+    }
+    [[maybe_unused]] const Status queued = Submit(std::move(op), /*wait=*/false);  // backpressure
   }
 
   std::vector<Event> Events(const std::string& objectKind,
@@ -700,6 +718,8 @@ class SqliteStore final : public Store {
   Status Submit(OpPtr op, bool wait) {
     std::unique_lock lock(queue_mu_);
     if (stopping_) return Error{"store is closed"};
+    // A read sees every event recorded before it.
+    if (std::holds_alternative<ReadOp>(op->work)) TakeEvents();
     // Backpressure: past this many queued ops an event waits like any write.
     op->waiter = wait || queue_.size() >= kMaxQueuedOps;
     op->seq = ++seq_;
@@ -740,11 +760,22 @@ class SqliteStore final : public Store {
   // kFlushLinger first: a write that someone waits for usually comes along and takes them into
   // its transaction (a controller transition queues its audit entry and events just before or
   // after its done record), saving a transaction each.
+  // Events wait for a batch first (kEventBatch or kEventLinger, see RecordEvent).
   void FlusherLoop() {
     std::unique_lock lock(queue_mu_);
+    auto leaderless = [&] { return !queue_.empty() && !leader_active_; };
     for (;;) {
-      flush_cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !leader_active_); });
-      if (!stopping_) {
+      flush_cv_.wait(lock, [&] { return stopping_ || leaderless() || !events_.empty(); });
+      if (!stopping_ && !leaderless() && !events_.empty()) {
+        flush_cv_.wait_until(lock, events_since_ + kEventLinger, [&] {
+          return stopping_ || leaderless() || events_.size() >= kEventBatch;
+        });
+      }
+      if (stopping_ || events_.size() >= kEventBatch ||
+          (!events_.empty() && std::chrono::steady_clock::now() >= events_since_ + kEventLinger)) {
+        TakeEvents();
+      }
+      if (!stopping_ && leaderless()) {
         flusher_lingering_ = true;
         flush_cv_.wait_for(lock, kFlushLinger,
                            [&] { return stopping_ || queue_.empty() || leader_active_; });
@@ -756,6 +787,15 @@ class SqliteStore final : public Store {
         return;
       }
     }
+  }
+
+  // Moves the pending events into the queue (queue_mu_ held).
+  void TakeEvents() {
+    for (OpPtr& e : events_) {
+      e->seq = ++seq_;
+      queue_.push_back(std::move(e));
+    }
+    events_.clear();
   }
 
   // Commits `batch` (growing it with ops queued meanwhile). If the transaction fails, retries
@@ -1299,8 +1339,10 @@ class SqliteStore final : public Store {
   std::condition_variable done_cv_;   // a batch committed and leadership is free
   std::condition_variable flush_cv_;  // queued events need a leader
   std::vector<OpPtr> queue_;
-  std::size_t queued_waiters_ = 0;  // queued ops whose submitter waits
-  uint64_t seq_ = 0;                // the last op's Op::seq
+  std::vector<OpPtr> events_;  // recorded events not yet in queue_ (RecordEvent)
+  std::chrono::steady_clock::time_point events_since_;  // when the oldest of them was
+  std::size_t queued_waiters_ = 0;                      // queued ops whose submitter waits
+  uint64_t seq_ = 0;                                    // the last op's Op::seq
   bool leader_active_ = false;
   bool flusher_lingering_ = false;  // the flusher will look at the queue without a notify
   bool stopping_ = false;

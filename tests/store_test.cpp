@@ -785,6 +785,22 @@ TEST(Store, EventsFoldRepeatsOfTheLatestEvent) {
   EXPECT_TRUE(store->Events("Pool", "acme/workers-1").empty());
 }
 
+// Events wait for a batch, but not for ever: with nothing else written they reach the disk.
+TEST(Store, EventsReachTheDiskWithoutAReadOrAnotherWrite) {
+  TempDir dir;
+  auto store = OpenOrDie(dir / "state");
+  store->RecordEvent(MakeEvent("acme/workers-1", "Started", "booted"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int64_t rows = 0;
+  while (rows != 1 && std::chrono::steady_clock::now() < deadline) {
+    TempDir copy;
+    ASSERT_TRUE(CrashCopy(dir / "state", copy.path()));  // a crash copy opens cleanly
+    rows = RawDb(copy.path()).Count("SELECT COUNT(*) FROM events");
+    if (rows != 1) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(rows, 1) << "a recorded event never reached the database";
+}
+
 TEST(Store, EventsAreBoundedPerObjectAndSurviveRestart) {
   TempDir dir;
   {
