@@ -132,9 +132,9 @@ void Controller::AccountUsage(const Instance* before, const Instance* after) {
   if (after && after->spec)
     is = Footprint(*after->spec, after->state, after->target, after->pending);
   const std::string& tenant = either->key.tenant;
-  bool released = is.vcpus < was.vcpus || is.memoryMiB < was.memoryMiB ||
-                  is.diskMiB < was.diskMiB || is.running < was.running || is.warm < was.warm ||
-                  is.sleeping < was.sleeping;
+  TenantUsage freed = was;
+  freed -= is;
+  const bool released = Adds(freed);
   std::set<std::string> wake;
   {
     std::unique_lock lock(mu_);
@@ -144,11 +144,7 @@ void Controller::AccountUsage(const Instance* before, const Instance* after) {
     TenantUsage old = usage;
     usage -= was;
     usage += is;
-    if (usage.vcpus != old.vcpus || usage.memoryMiB != old.memoryMiB ||
-        usage.diskMiB != old.diskMiB || usage.running != old.running || usage.warm != old.warm ||
-        usage.sleeping != old.sleeping) {
-      ++usage_versions_[tenant];
-    }
+    if (usage != old) ++usage_versions_[tenant];
     // Quota freed: the tenant's pools that the quota held back plan again.
     if (released) {
       ++usage_releases_[tenant];
@@ -488,28 +484,13 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   // is refused, the rest that add, and the creations, wait for the replan queued here.
   std::map<std::string, const Instance*> read;
   for (const auto& i : instances) read.emplace(i.key.name, &i);
-  auto delta = [](const Instance& i, S target) {
-    if (!i.spec) return TenantUsage{};
-    TenantUsage d = Footprint(*i.spec, i.state, target, i.pending);
-    d -= Footprint(*i.spec, i.state, i.target, i.pending);
-    return d;
-  };
-  auto adds = [](const TenantUsage& d) {
-    return d.vcpus > 0 || d.memoryMiB > 0 || d.diskMiB > 0 || d.running > 0 || d.warm > 0 ||
-           d.sleeping > 0;
-  };
-  auto within = [](const TenantUsage& d, const TenantUsage& planned) {
-    return d.vcpus <= planned.vcpus && d.memoryMiB <= planned.memoryMiB &&
-           d.diskMiB <= planned.diskMiB && d.running <= planned.running && d.warm <= planned.warm &&
-           d.sleeping <= planned.sleeping;
-  };
   std::vector<std::pair<InstanceKey, S>> ordered;
   std::vector<TenantUsage> planned_delta;
   for (int pass = 0; pass < 2; ++pass) {
     for (const auto& [key, target] : plan.retarget) {
       auto it = read.find(key.name);
-      TenantUsage d = it != read.end() ? delta(*it->second, target) : TenantUsage{};
-      if (adds(d) == (pass == 1)) {
+      TenantUsage d = it != read.end() ? RetargetDelta(*it->second, target) : TenantUsage{};
+      if (Adds(d) == (pass == 1)) {
         ordered.emplace_back(key, target);
         planned_delta.push_back(d);
       }
@@ -519,13 +500,13 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   bool refused = false;
   for (size_t n = 0; n < ordered.size(); ++n) {
     const auto& [key, target] = ordered[n];
-    if (refused && adds(planned_delta[n])) continue;
+    if (refused && Adds(planned_delta[n])) continue;
     S new_target = target;
     bool applied = false;
     Status s = UpdateIf(
         key,
         [&](Instance& i) {
-          if (!within(delta(i, new_target), planned_delta[n])) return false;
+          if (!Within(RetargetDelta(i, new_target), planned_delta[n])) return false;
           i.target = new_target;
           return true;
         },

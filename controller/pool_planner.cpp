@@ -327,6 +327,22 @@ TenantUsage& operator-=(TenantUsage& a, const TenantUsage& b) {
   return a;
 }
 
+TenantUsage RetargetDelta(const Instance& instance, InstanceState target) {
+  if (!instance.spec) return {};
+  TenantUsage d = Footprint(*instance.spec, instance.state, target, instance.pending);
+  d -= Footprint(*instance.spec, instance.state, instance.target, instance.pending);
+  return d;
+}
+
+bool Adds(const TenantUsage& d) {
+  return !Within(d, TenantUsage{});
+}
+
+bool Within(const TenantUsage& d, const TenantUsage& limit) {
+  return d.vcpus <= limit.vcpus && d.memoryMiB <= limit.memoryMiB && d.diskMiB <= limit.diskMiB &&
+         d.running <= limit.running && d.warm <= limit.warm && d.sleeping <= limit.sleeping;
+}
+
 std::string QuotaViolation(const TenantUsage& u, const manifests::TenantQuota& q,
                            const TenantUsage* baseline) {
   static const TenantUsage kZero;

@@ -55,6 +55,12 @@ TenantUsage Footprint(const manifests::PoolSpec& spec, InstanceState state, Inst
                       std::optional<Action> pending = std::nullopt);
 TenantUsage& operator+=(TenantUsage& a, const TenantUsage& b);
 TenantUsage& operator-=(TenantUsage& a, const TenantUsage& b);
+// What retargeting `instance` to `target` adds to its tenant's usage (negative counts free).
+TenantUsage RetargetDelta(const Instance& instance, InstanceState target);
+// True when some count of `d` is positive (it takes something of the quota).
+bool Adds(const TenantUsage& d);
+// True when no count of `d` exceeds that of `limit`.
+bool Within(const TenantUsage& d, const TenantUsage& limit);
 // Empty when `usage` fits `quota`; else the first limit it breaks, e.g. "running 5 > quota 4".
 // With a baseline, only limits where `usage` also exceeds the baseline count.
 std::string QuotaViolation(const TenantUsage& usage, const manifests::TenantQuota& quota,

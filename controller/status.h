@@ -58,6 +58,7 @@ struct TenantUsage {
   int running = 0;
   int warm = 0;
   int sleeping = 0;
+  bool operator==(const TenantUsage&) const = default;
 };
 
 struct TenantStatus {
