@@ -5,9 +5,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 namespace mvm::runtime {
 namespace {
@@ -117,6 +121,74 @@ bool RemovePath(const std::filesystem::path& path) {
 bool PathExists(const std::filesystem::path& path) {
   std::error_code ec;
   return std::filesystem::exists(path, ec);
+}
+
+namespace {
+
+// One thread removes what RemoveAside set aside, in order. Never destroyed (a thread of the
+// process until it exits): no join at static destruction while a driver may still call in.
+class BackgroundRemover {
+ public:
+  static BackgroundRemover& Get() {
+    static auto* remover = new BackgroundRemover;  // NOLINT(cppcoreguidelines-owning-memory)
+    return *remover;
+  }
+  void Add(std::filesystem::path path) {
+    std::lock_guard lock(mu_);
+    if (!started_) {
+      std::thread([this] { Run(); }).detach();
+      started_ = true;
+    }
+    queue_.push_back(std::move(path));
+    ++added_;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock lock(mu_);
+    const uint64_t until = added_;
+    cv_.wait(lock, [&] { return removed_ >= until; });
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return !queue_.empty(); });
+      std::filesystem::path path = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      RemovePath(path);
+      lock.lock();
+      ++removed_;
+      cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::filesystem::path> queue_;
+  uint64_t added_ = 0, removed_ = 0;
+  bool started_ = false;
+};
+
+}  // namespace
+
+std::filesystem::path SpentPath(const std::filesystem::path& path) {
+  return path.string() + ".spent";
+}
+
+void RemoveAside(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::filesystem::path spent = SpentPath(path);
+  std::filesystem::rename(path, spent, ec);
+  if (ec) {
+    RemovePath(path);
+    return;
+  }
+  BackgroundRemover::Get().Add(spent);
+}
+
+void WaitForBackgroundRemovals() {
+  BackgroundRemover::Get().Wait();
 }
 
 Status RemoveInstanceDir(const std::filesystem::path& dir) {

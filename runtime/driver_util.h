@@ -37,6 +37,15 @@ bool EnvSet(const char* name);
 // remove_all that never throws; true when nothing is left.
 bool RemovePath(const std::filesystem::path& path);
 bool PathExists(const std::filesystem::path& path);
+// Where RemoveAside puts `path`: `path`.spent. One left by a crash before its unlink is removed
+// (RemovePath) by the driver's next lifecycle step.
+std::filesystem::path SpentPath(const std::filesystem::path& path);
+// Renames `path` to SpentPath(path) at once (so nobody sees it any more) and unlinks it on one
+// background thread the process shares: unlinking a 64+ MiB snapshot takes tens of ms on this
+// kind of disk, which no action should wait for. Removes in place when the rename fails.
+void RemoveAside(const std::filesystem::path& path);
+// Returns once every RemoveAside called before it has finished (tests, orderly shutdown).
+void WaitForBackgroundRemovals();
 // Destroy's last step: the instance directory and everything in it.
 Status RemoveInstanceDir(const std::filesystem::path& dir);
 

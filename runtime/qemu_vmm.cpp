@@ -62,24 +62,9 @@ uint64_t HostTscKhz() {
   return 0;
 }
 
-// A woken instance's snapshot is spent, but unlinking a 64+ MiB file takes tens of ms on this
-// kind of disk: it is renamed aside at once (Probe no longer sees a snapshot) and unlinked off
-// the action's path. A copy left by a restart in between goes with the next Sleep, Stop,
-// Start, Prepare or Destroy (SpentPath).
-fs::path SpentPath(const fs::path& snapshot) {
-  return snapshot.string() + ".spent";
-}
-
-void RemoveAside(const fs::path& path) {
-  std::error_code ec;
-  const fs::path spent = SpentPath(path);
-  fs::rename(path, spent, ec);
-  if (ec) {
-    RemovePath(path);
-    return;
-  }
-  std::thread([spent] { RemovePath(spent); }).detach();
-}
+// A woken instance's snapshot is spent: RemoveAside (driver_util) renames it aside at once, so
+// Probe no longer sees a snapshot, and unlinks it off the action's path. A copy left by a
+// restart in between goes with the next Sleep, Stop, Start, Prepare or Destroy (SpentPath).
 
 // What the driver knows of an instance's VMM process: qemu.json when present (the truth on this
 // host), else the handle the controller recorded.

@@ -12,8 +12,10 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "runtime/command.h"
+#include "runtime/driver_util.h"
 #include "runtime/files.h"
 #include "tests/test_util.h"
 
@@ -178,6 +180,35 @@ TEST(RunCommand, AMissingProgramIsAnError) {
   auto r = runtime::RunCommand({"mvm-no-such-program"}, 1s);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.error().message, HasSubstr("mvm-no-such-program: not found"));
+}
+
+TEST(RemoveAside, TheFileIsGoneAtOnceAndItsSpentCopyLaterWithNoThreadPerCall) {
+  TempDir dir;
+  std::vector<std::filesystem::path> files;
+  for (int i = 0; i < 20; ++i) {
+    files.push_back(dir / ("snapshot-" + std::to_string(i)));
+    std::ofstream(files.back()) << std::string(4096, 'x');
+  }
+  for (const auto& f : files) {
+    runtime::RemoveAside(f);
+    EXPECT_FALSE(std::filesystem::exists(f)) << f;  // nobody sees it from the moment it returns
+  }
+  runtime::WaitForBackgroundRemovals();
+  for (const auto& f : files) EXPECT_FALSE(std::filesystem::exists(runtime::SpentPath(f))) << f;
+  // One remover thread for the process, not one per call.
+  int threads = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)entry;
+    ++threads;
+  }
+  EXPECT_LE(threads, 2);
+}
+
+TEST(RemoveAside, AMissingFileIsNoError) {
+  TempDir dir;
+  runtime::RemoveAside(dir / "never-there");
+  runtime::WaitForBackgroundRemovals();
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
 }  // namespace
