@@ -340,20 +340,20 @@ void Controller::Resync() {
 }
 
 void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desired) {
-  std::shared_ptr<const manifests::DesiredState> before;
+  static const manifests::DesiredState kEmpty;
   std::shared_ptr<const manifests::DesiredState> effective = desired;
+  manifests::Diff diff;
   {
     std::unique_lock lock(mu_);
-    before = desired_;
+    const std::shared_ptr<const manifests::DesiredState> before = desired_;
     raw_desired_ = desired;
+    // One walk of both snapshots: what changed, and which pools would go.
+    diff = manifests::ComputeDiff(before ? *before : kEmpty, *desired);
     std::set<PoolId> removed;
-    size_t previous_pools = 0;
-    if (before) {
-      for (const auto& p : before->Pools()) {
-        ++previous_pools;
-        if (!desired->Find(p->key)) removed.insert({p->key.tenant, p->key.name});
-      }
+    for (const auto& key : diff.removed) {
+      if (key.kind == manifests::Kind::kPool) removed.insert({key.tenant, key.name});
     }
+    const size_t previous_pools = before ? before->PoolCount() : 0;
     bool mass = !removed.empty() && removed.size() >= options_.massDeletionMinPools &&
                 static_cast<double>(removed.size()) >=
                     options_.massDeletionFraction * static_cast<double>(previous_pools);
@@ -369,6 +369,9 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
       spdlog::warn("holding back the removal of {} of {} pools: confirm with SIGUSR1",
                    removed.size(), previous_pools);
       effective = held;
+      // What is held back is not removed.
+      std::erase_if(diff.removed,
+                    [&](const manifests::ObjectKey& key) { return held->objects.count(key) > 0; });
     } else {
       held_back_.clear();
       prune_confirmed_ = false;  // a confirmation covers one removal
@@ -376,8 +379,6 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
     desired_ = effective;
   }
   Changed();
-  static const manifests::DesiredState kEmpty;
-  manifests::Diff diff = manifests::ComputeDiff(before ? *before : kEmpty, *effective);
   std::set<std::string> tenants;
   for (const auto* list : {&diff.added, &diff.changed, &diff.removed}) {
     for (const auto& key : *list) {
@@ -844,22 +845,36 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
   return {};
 }
 
-bool Controller::Converged() {
+bool Controller::Converged(std::string* why) {
+  auto no = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    return false;
+  };
   WorkQueueMetrics m = queue_.Metrics();
-  if (m.depth > 0 || m.in_flight > 0) return false;
+  if (m.depth > 0 || m.in_flight > 0) {
+    return no("queue: " + std::to_string(m.depth) + " waiting, " + std::to_string(m.in_flight) +
+              " in flight");
+  }
   for (const auto& i : store_.ListInstances()) {
-    if (!i.failed && !Satisfies(i.state, i.target)) return false;
+    if (!i.failed && !Satisfies(i.state, i.target)) {
+      return no("instance " + i.key.ToString() + " is " + std::string(StateName(i.state)) +
+                ", target " + std::string(StateName(i.target)));
+    }
   }
   std::shared_ptr<const manifests::DesiredState> desired = Desired();
   if (!desired) return true;
   std::shared_lock lock(mu_);
   for (const auto& p : desired->Pools()) {
+    const std::string name = p->key.tenant + "/" + p->key.name;
     auto it = pool_status_.find({p->key.tenant, p->key.name});
-    if (it == pool_status_.end()) return false;
+    if (it == pool_status_.end()) return no("pool " + name + " has no status yet");
     const PoolStatus& st = it->second;
-    if (st.observedGeneration != p->generation) return false;
+    if (st.observedGeneration != p->generation) {
+      return no("pool " + name + " observed generation " + std::to_string(st.observedGeneration) +
+                " of " + std::to_string(p->generation));
+    }
     for (const auto& c : st.conditions) {
-      if (c.type == "Progressing" && c.status) return false;
+      if (c.type == "Progressing" && c.status) return no("pool " + name + " is Progressing");
     }
   }
   return true;

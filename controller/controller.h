@@ -83,8 +83,9 @@ class Controller final : public StatusView {
   void ConfirmPrune();
 
   // True when nothing is queued or in flight and every instance of every pool is at its target
-  // (failed instances count as settled). For tests and benchmarks.
-  bool Converged();
+  // (failed instances count as settled). For tests and benchmarks; `why`, when given, gets the
+  // first reason it is not.
+  bool Converged(std::string* why = nullptr);
   WorkQueueMetrics QueueMetrics() { return queue_.Metrics(); }
 
   // StatusView

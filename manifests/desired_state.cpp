@@ -1,5 +1,7 @@
 #include "manifests/desired_state.h"
 
+#include <algorithm>
+
 namespace mvm::manifests {
 
 const Object* DesiredState::Find(const ObjectKey& key) const {
@@ -23,6 +25,12 @@ std::vector<ObjectPtr> DesiredState::Pools() const {
   return out;
 }
 
+size_t DesiredState::PoolCount() const {
+  return static_cast<size_t>(std::count_if(objects.begin(), objects.end(), [](const auto& entry) {
+    return entry.first.kind == Kind::kPool;
+  }));
+}
+
 std::vector<ObjectPtr> DesiredState::PoolsOf(const std::string& tenant) const {
   std::vector<ObjectPtr> out;
   auto it = objects.lower_bound(ObjectKey::PoolKey(tenant, ""));
@@ -44,7 +52,10 @@ Diff ComputeDiff(const DesiredState& before, const DesiredState& after) {
       diff.added.push_back(a->first);
       ++a;
     } else {
-      if (a->second->specHash != b->second->specHash) diff.changed.push_back(a->first);
+      // The loader keeps unchanged objects the same instance: most compare by pointer.
+      if (a->second != b->second && a->second->specHash != b->second->specHash) {
+        diff.changed.push_back(a->first);
+      }
       ++a;
       ++b;
     }

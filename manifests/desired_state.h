@@ -25,6 +25,7 @@ struct DesiredState {
   const Object* Find(const ObjectKey& key) const;
   std::vector<ObjectPtr> Tenants() const;
   std::vector<ObjectPtr> Pools() const;
+  size_t PoolCount() const;
   std::vector<ObjectPtr> PoolsOf(const std::string& tenant) const;
 };
 

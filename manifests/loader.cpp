@@ -185,7 +185,7 @@ void Loader::Refresh(const fs::path& path, const ChangeSet& changes) {
   if (changes.writing.count(path)) return;  // half-written: keep what we had
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    files_.erase(path);
+    if (files_.erase(path) > 0) touched_ = true;
     return;
   }
   Identity identity{st.st_dev, st.st_ino, st.st_size,
@@ -194,6 +194,7 @@ void Loader::Refresh(const fs::path& path, const ChangeSet& changes) {
   auto [it, inserted] = files_.try_emplace(path);
   FileState& state = it->second;
   if (!inserted && state.identity == identity) return;
+  touched_ = true;
   state.identity = identity;
   const std::string name = path.string();
   Result<std::string> text = ReadFile(path);
@@ -221,7 +222,12 @@ void Loader::Rescan(const ChangeSet& changes) {
   }
   std::set<fs::path> present(found.begin(), found.end());
   for (auto it = files_.begin(); it != files_.end();) {
-    it = present.count(it->first) ? std::next(it) : files_.erase(it);
+    if (present.count(it->first)) {
+      ++it;
+    } else {
+      it = files_.erase(it);
+      touched_ = true;
+    }
   }
   for (const auto& path : found) Refresh(path, changes);
 }
@@ -234,6 +240,7 @@ Loader::Outcome Loader::Load(const ChangeSet& changes) {
       if (fs::is_directory(path, ec)) rescan = true;
     }
   }
+  touched_ = false;
   if (rescan) {
     Rescan(changes);
   } else {
@@ -241,6 +248,7 @@ Loader::Outcome Loader::Load(const ChangeSet& changes) {
       if (Eligible(path)) Refresh(path, changes);
     }
   }
+  if (!touched_ && current_) return Outcome{current_, Diff{}, false};
 
   std::vector<FileObjects> files;
   files.reserve(files_.size());

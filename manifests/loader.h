@@ -16,6 +16,8 @@
 //    previous snapshot it is kept (the removal is held back, so no pool is orphaned); otherwise
 //    the pool is left out.
 //  - generation: kept while the spec hash is unchanged, +1 when it changes, 1 for new objects.
+//  - A Load in which no file was read, added or dropped (every path's identity unchanged since
+//    it was last read) returns the current snapshot unchanged without assembling it again.
 //  - Not thread-safe: one thread calls Load (the watcher's).
 
 #include <sys/types.h>
@@ -89,6 +91,7 @@ class Loader {
   Options options_;
   std::map<std::filesystem::path, FileState> files_;
   std::shared_ptr<const DesiredState> current_;
+  bool touched_ = false;  // this Load read, added or dropped a file (else nothing can differ)
 };
 
 }  // namespace mvm::manifests

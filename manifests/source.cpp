@@ -22,7 +22,8 @@ Result<std::unique_ptr<ManifestSource>> ManifestSource::Start(Options options, C
   // Watch first, then load: a change racing with the first load is seen by the watcher.
   Watcher::Options watch{self->options_.roots, self->options_.debounce,
                          std::max(self->options_.debounce * 10,
-                                  std::chrono::microseconds(std::chrono::milliseconds(500)))};
+                                  std::chrono::microseconds(std::chrono::milliseconds(500))),
+                         [self](const ChangeSet& changes) { self->Stage(changes); }};
   // Holding the load lock across watcher start and first load guarantees the first callback is
   // the full initial snapshot; a change racing with it is seen by the watcher and applied after.
   std::unique_lock first_load(self->load_mu_);
@@ -34,9 +35,22 @@ Result<std::unique_ptr<ManifestSource>> ManifestSource::Start(Options options, C
   return source;
 }
 
+void ManifestSource::Stage(const ChangeSet& changes) {
+  std::lock_guard lock(load_mu_);
+  if (loader_.Load(changes).changed) staged_ = true;
+}
+
 void ManifestSource::Apply(const ChangeSet& changes) {
   std::lock_guard lock(load_mu_);
-  Publish(loader_.Load(changes));
+  Loader::Outcome outcome = loader_.Load(changes);  // parsed ahead: only stats, most often
+  if (staged_) {
+    staged_ = false;
+    std::shared_ptr<const DesiredState> delivered = Current();
+    outcome.state = loader_.Current();
+    outcome.diff = ComputeDiff(*delivered, *outcome.state);
+    outcome.changed = outcome.state != delivered;
+  }
+  Publish(outcome);
 }
 
 void ManifestSource::Publish(const Loader::Outcome& outcome) {

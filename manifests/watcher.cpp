@@ -224,7 +224,10 @@ class Watcher::Impl {
       }
       if (fds[1].revents != 0) return;
       // One read per wake-up, so a never-ending stream still meets the maxDelay deadline.
-      if ((fds[0].revents & POLLIN) != 0) ReadOnce(buf, sizeof buf);
+      if ((fds[0].revents & POLLIN) != 0) {
+        ReadOnce(buf, sizeof buf);
+        Preview();
+      }
     }
   }
 
@@ -359,6 +362,18 @@ class Watcher::Impl {
     if (!due_) first_ = now_;
     last_ = now_;
     due_ = true;
+    previewed_ = false;
+  }
+
+  // The batch so far, as Flush would deliver it, to the preview callback: once per change of it.
+  void Preview() {
+    if (!options_.preview || !due_ || previewed_ || !created_.empty()) return;
+    previewed_ = true;
+    ChangeSet batch = pending_;
+    batch.writing = open_;
+    for (const fs::path& w : batch.writing) batch.paths.erase(w);
+    if (batch.paths.empty() && !batch.rescan) return;
+    options_.preview(batch);
   }
 
   void Flush() {
@@ -406,6 +421,7 @@ class Watcher::Impl {
   std::unordered_set<uint32_t> movedWhileOpen_;  // rename cookies of files still being written
   ChangeSet pending_;
   bool due_ = false;
+  bool previewed_ = false;  // the pending batch was previewed as it is now
   bool resync_ = false;
   Clock::time_point now_;    // when the buffer being handled was read
   Clock::time_point first_;  // first trigger of the pending batch

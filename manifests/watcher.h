@@ -51,6 +51,12 @@ class Watcher {
     std::chrono::microseconds debounce =
         std::chrono::milliseconds(50);  // quiet time ending a batch
     std::chrono::microseconds maxDelay = std::chrono::milliseconds(500);  // a burst flushes by then
+    // Optional: called (on the watcher's thread) each time the batch being debounced gains
+    // complete paths or a rescan, with the batch as the debounced callback would get it if the
+    // quiet time ended now; its paths are final only once that callback comes. Lets a consumer
+    // do its work during the quiet time (ManifestSource parses ahead). Its own run time does not
+    // move the batch's deadline. Not called while a linked file's completeness is undecided.
+    std::function<void(const ChangeSet&)> preview = nullptr;
   };
   // Runs on the watcher's thread. Must not throw and must not destroy the Watcher.
   using Callback = std::function<void(const ChangeSet&)>;

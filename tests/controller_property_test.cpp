@@ -724,7 +724,10 @@ void CheckConverged(ControllerHarness& h, const Model& model, Outcome& out) {
     while (!h.controller().Converged() && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    if (!h.controller().Converged()) out.Fail("settled, but Controller::Converged() says no");
+    std::string why;
+    if (!h.controller().Converged(&why)) {
+      out.Fail("settled, but Controller::Converged() says no: " + why);
+    }
   }
 }
 

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "manifests/source.h"
 #include "tests/test_util.h"
 
 namespace mvm::manifests {
@@ -584,6 +585,51 @@ TEST(Watcher, Watcher_DestructorReturnsPromptlyWithNoCallbackAfter) {
   }
 }
 
+TEST(Watcher, Watcher_PreviewsCompletePathsBeforeTheQuietTimeEndsNeverOpenOnes) {
+  TempDir tmp;
+  const fs::path root = tmp.path() / "m.d";
+  fs::create_directory(root);
+  std::mutex mu;
+  std::vector<std::pair<std::string, ChangeSet>> seen;  // in order: "preview" or "batch"
+  std::condition_variable cv;
+  auto record = [&](const char* what) {
+    return [&, what](const ChangeSet& cs) {
+      std::lock_guard lock(mu);
+      seen.emplace_back(what, cs);
+      cv.notify_all();
+    };
+  };
+  Watcher::Options opts;
+  opts.roots = {root};
+  opts.debounce = 300ms;
+  opts.preview = record("preview");
+  auto w = Watcher::Start(opts, record("batch"));
+  ASSERT_TRUE(w) << w.error().message;
+
+  const int open_fd = ::open((root / "b.yaml").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(open_fd, 0);
+  WriteAll(open_fd, "half");
+  ReplaceFile(root / "a.yaml", "whole");
+
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, kExpectTimeout, [&] {
+    return std::any_of(seen.begin(), seen.end(), [](const auto& s) { return s.first == "batch"; });
+  }));
+  size_t first_preview = seen.size(), first_batch = seen.size();
+  for (size_t i = 0; i < seen.size(); ++i) {
+    const auto& [what, cs] = seen[i];
+    EXPECT_FALSE(cs.paths.contains(root / "b.yaml")) << what << " reported a file open for writing";
+    if (what == "preview" && cs.paths.contains(root / "a.yaml")) {
+      first_preview = std::min(first_preview, i);
+    }
+    if (what == "batch") first_batch = std::min(first_batch, i);
+  }
+  EXPECT_LT(first_preview, first_batch) << "no preview of a.yaml before its batch";
+  EXPECT_TRUE(seen[first_batch].second.paths.contains(root / "a.yaml"));
+  lock.unlock();
+  ::close(open_fd);
+}
+
 TEST(Watcher, Watcher_StartFailsForRootThatCannotBeWatched) {
   TempDir tmp;
   Recorder rec;
@@ -599,6 +645,79 @@ TEST(Watcher, Watcher_StartFailsForRootThatCannotBeWatched) {
 
   auto none = Watcher::Start({}, rec.callback());
   EXPECT_FALSE(none);
+}
+
+std::string TenantManifest() {
+  return "apiVersion: mvm.dev/v1alpha1\nkind: Tenant\nmetadata: {name: acme}\n";
+}
+
+std::string PoolManifest(int warm) {
+  return "apiVersion: mvm.dev/v1alpha1\nkind: Pool\nmetadata: {name: web, tenant: acme}\n"
+         "spec:\n  image: {kernel: vmlinux, rootfs: rootfs.ext4}\n  replicas: {warm: " +
+         std::to_string(warm) + "}\n";
+}
+
+// Parsing ahead during the quiet time changes nothing a consumer sees: one delivery per quiet
+// batch, the final content of every file, a diff against the last delivery, last-known-good.
+TEST(ManifestSource, ParsesAheadYetDeliversOnePerQuietBatchWithTheDiffSinceTheLast) {
+  TempDir tmp;
+  const fs::path root = tmp.path() / "m.d";
+  fs::create_directory(root);
+  WriteFile(root / "tenant.yaml", TenantManifest());
+  struct Delivery {
+    std::shared_ptr<const mvm::manifests::DesiredState> state;
+    mvm::manifests::Diff diff;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Delivery> got;
+  mvm::manifests::ManifestSource::Options options;
+  options.roots = {root};
+  options.debounce = 300ms;
+  auto source = mvm::manifests::ManifestSource::Start(
+      options, [&](std::shared_ptr<const mvm::manifests::DesiredState> state,
+                   const mvm::manifests::Diff& diff) {
+        std::lock_guard lock(mu);
+        got.push_back({std::move(state), diff});
+        cv.notify_all();
+      });
+  ASSERT_TRUE(source) << source.error().message;
+  auto wait_for = [&](size_t n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, kExpectTimeout, [&] { return got.size() >= n; });
+  };
+  ASSERT_TRUE(wait_for(1));  // the initial snapshot
+  const auto key = mvm::manifests::ObjectKey::PoolKey("acme", "web");
+
+  // Two versions inside one quiet time (each complete, so each parsed ahead): one delivery.
+  ReplaceFile(root / "web.yaml", PoolManifest(1));
+  std::this_thread::sleep_for(50ms);
+  ReplaceFile(root / "web.yaml", PoolManifest(2));
+  ASSERT_TRUE(wait_for(2));
+  std::this_thread::sleep_for(600ms);  // no second delivery for the same batch
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(got.size(), 2u);
+    const Delivery& d = got[1];
+    ASSERT_NE(d.state->Find(key), nullptr);
+    EXPECT_EQ(d.state->Find(key)->pool()->replicas.warm, 2);
+    EXPECT_EQ(d.diff.added, std::vector<mvm::manifests::ObjectKey>{key});
+    EXPECT_TRUE(d.diff.changed.empty());
+    EXPECT_GT(d.state->revision, got[0].state->revision);
+    EXPECT_EQ(source.value()->Current(), d.state);
+  }
+
+  // A broken version: delivered with its error, the last good pool kept, nothing changed.
+  ReplaceFile(root / "web.yaml", "kind: Pool\nmetadata: [broken");
+  ASSERT_TRUE(wait_for(3));
+  {
+    std::lock_guard lock(mu);
+    const Delivery& d = got[2];
+    EXPECT_FALSE(d.state->diagnostics.empty());
+    ASSERT_NE(d.state->Find(key), nullptr);
+    EXPECT_EQ(d.state->Find(key)->pool()->replicas.warm, 2);
+    EXPECT_TRUE(d.diff.empty());
+  }
 }
 
 }  // namespace
