@@ -343,9 +343,11 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
   static const manifests::DesiredState kEmpty;
   std::shared_ptr<const manifests::DesiredState> effective = desired;
   manifests::Diff diff;
+  bool first = false;
   {
     std::unique_lock lock(mu_);
     const std::shared_ptr<const manifests::DesiredState> before = desired_;
+    first = !before;
     raw_desired_ = desired;
     // One walk of both snapshots: what changed, and which pools would go.
     diff = manifests::ComputeDiff(before ? *before : kEmpty, *desired);
@@ -379,6 +381,12 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
     desired_ = effective;
   }
   Changed();
+  if (first) {
+    // Pools planned before the first snapshot were skipped (nothing is decided without one),
+    // and a pool that left the manifests while mvmd was down is in no diff: plan them all.
+    Resync();
+    return;
+  }
   std::set<std::string> tenants;
   for (const auto* list : {&diff.added, &diff.changed, &diff.removed}) {
     for (const auto& key : *list) {

@@ -53,14 +53,16 @@ class ControllerHarness {
   }
   ~ControllerHarness() { Close(); }
 
-  void Open() {
+  // With give_desired false the controller starts without a snapshot (as mvmd does until its
+  // manifests are loaded) until the next Apply().
+  void Open(bool give_desired = true) {
     auto store = controller::Store::Open({dir_ / "state", 64});
     if (!store.ok()) throw std::runtime_error(store.error().message);
     store_ = wrap_store_ ? wrap_store_(std::move(*store)) : std::move(*store);
     controller_ = std::make_unique<controller::Controller>(options_, *store_, vmm_);
     Status s = controller_->Start();
     if (!s.ok()) throw std::runtime_error(s.error().message);
-    if (last_desired_) controller_->SetDesired(last_desired_);
+    if (give_desired && last_desired_) controller_->SetDesired(last_desired_);
   }
   void Close() {
     if (controller_) controller_->Stop();

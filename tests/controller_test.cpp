@@ -166,6 +166,30 @@ TEST(Controller, RestartAdoptsLiveVmmsWithoutRebooting) {
   EXPECT_EQ(h.Count("acme", "web"), (Counts{2, 1, 1}));
 }
 
+// Pools reconciled by the start-up resync before the first snapshot arrives decide nothing; the
+// first snapshot plans every pool, also one that left the manifests while mvmd was down (it is
+// in no diff: the snapshot before it is unknown). The periodic resync (30 s) is far beyond this
+// test.
+TEST(Controller, PoolRemovedWhileStoppedIsPrunedOnTheFirstSnapshot) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "jobs", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.Close();
+  h.Open(/*give_desired=*/false);
+  // The start-up resync runs with no snapshot: every pool key is taken and nothing decided.
+  const auto idle_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!h.controller().Converged() && std::chrono::steady_clock::now() < idle_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});  // "jobs" left while mvmd was down
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (h.Count("acme", "jobs") != Counts{} && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(h.Count("acme", "jobs"), Counts{});
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{1, 0, 0}));
+}
+
 TEST(Controller, RestartRecoversInstancesWhoseVmmDiedMeanwhile) {
   ControllerHarness h;
   h.Apply({kTenant, PoolYaml("acme", "web", 2, 0, 0)});
