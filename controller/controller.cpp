@@ -344,9 +344,12 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
   std::shared_ptr<const manifests::DesiredState> effective = desired;
   manifests::Diff diff;
   bool first = false;
+  // The snapshot replaced: freed on return, after the dirty pools are queued (a snapshot of
+  // 1,000 pools takes a while to free).
+  std::shared_ptr<const manifests::DesiredState> before;
   {
     std::unique_lock lock(mu_);
-    const std::shared_ptr<const manifests::DesiredState> before = desired_;
+    before = desired_;
     first = !before;
     raw_desired_ = desired;
     // One walk of both snapshots: what changed, and which pools would go.
