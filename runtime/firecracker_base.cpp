@@ -1,0 +1,98 @@
+#include "runtime/firecracker_base.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <json/value.h>
+
+#include "manifests/object.h"
+#include "runtime/files.h"
+
+namespace mvm::runtime {
+
+namespace fs = std::filesystem;
+
+Status RebaseMemory(const fs::path& base, const fs::path& diff, const fs::path& out) {
+  std::error_code ec;
+  const uintmax_t base_size = fs::file_size(base, ec);
+  if (ec) return Error{"rebase: " + base.string() + ": " + ec.message()};
+  const uintmax_t diff_size = fs::file_size(diff, ec);
+  if (ec) return Error{"rebase: " + diff.string() + ": " + ec.message()};
+  if (base_size != diff_size) {
+    return Error{"rebase " + diff.string() + " onto " + base.string() + ": sizes differ (" +
+                 std::to_string(diff_size) + " and " + std::to_string(base_size) +
+                 " bytes): the Diff was not taken from a VM loaded from this base"};
+  }
+  const fs::path building = out.string() + ".rebase";
+  auto fail = [&](const Error& e) -> Status {
+    std::error_code ignored;
+    fs::remove(building, ignored);
+    return Error{"rebase: " + e.message};
+  };
+  if (Status s = SparseCopy(base, building); !s.ok()) return fail(s.error());
+  if (Status s = OverlayData(diff, building); !s.ok()) return fail(s.error());
+  fs::rename(building, out, ec);
+  if (ec) return fail(Error{"rename " + building.string() + ": " + ec.message()});
+  return {};
+}
+
+Status MergeDiff(const fs::path& newer, const fs::path& cumulative) {
+  return OverlayData(newer, cumulative);
+}
+
+std::string FileIdentity(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return path.string() + " missing";
+  return path.string() + " " + std::to_string(st.st_size) + " " +
+         std::to_string(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec) +
+         " " + std::to_string(st.st_ino);
+}
+
+std::string BaseKey(const BaseKeyInputs& in) {
+  Json::Value v(Json::objectValue);
+  Json::Value files(Json::arrayValue);
+  for (const fs::path& f : in.files) files.append(FileIdentity(f));
+  v["files"] = files;
+  v["cmdline"] = in.cmdline;
+  v["vcpus"] = in.vcpus;
+  v["memoryMiB"] = Json::Int64(in.memoryMiB);
+  v["jailer"] = in.jailer;
+  v["network"] = in.network;
+  return manifests::CanonicalHash(v);
+}
+
+fs::path PoolBaseRoot(const fs::path& instanceDir) {
+  return instanceDir.parent_path().parent_path() / "fc-base";
+}
+
+Result<BaseLock> BaseLock::Acquire(const fs::path& root) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) return Error{"create " + root.string() + ": " + ec.message()};
+  const fs::path file = root / "lock";
+  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Error{"open " + file.string() + ": " + std::strerror(errno)};
+  while (::flock(fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return Error{"lock " + file.string() + ": " + std::strerror(errno)};
+  }
+  return BaseLock(std::move(fd));
+}
+
+std::set<std::string> BasesInUse(const fs::path& instancesDir) {
+  std::set<std::string> keys;
+  std::error_code ec;
+  for (fs::directory_iterator it(instancesDir, ec), end; !ec && it != end; it.increment(ec)) {
+    Result<std::string> key = ReadSmallFile(it->path() / "snapshots" / "base-key");
+    if (!key.ok()) continue;
+    std::string k = *key;
+    while (!k.empty() && (k.back() == '\n' || k.back() == ' ')) k.pop_back();
+    if (!k.empty()) keys.insert(k);
+  }
+  return keys;
+}
+
+}  // namespace mvm::runtime
