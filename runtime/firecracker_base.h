@@ -8,7 +8,8 @@
 //    Firecracker's `snapshot-editor edit-memory rebase` does. Holes of `diff` keep the base's
 //    bytes; holes of `base` stay holes where `diff` has none. The two sizes must match (Error
 //    naming both files and sizes). `out` is complete or absent: it is built as `out`.rebase and
-//    renamed.
+//    renamed. The copy of the base is a reflink where the file system can (btrfs, XFS), so
+//    only the Diff's pages are written; elsewhere a sparse copy.
 //  - MergeDiff(newer, cumulative): the data extents of `newer` written over `cumulative` (same
 //    size): after it, rebasing `cumulative` gives what rebasing both in turn would. Idempotent.
 //  - BaseKey is 16 hex digits over what decides a template VM's memory contents: the identities
