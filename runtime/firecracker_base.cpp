@@ -53,13 +53,23 @@ Status RebaseMemory(const fs::path& base, const fs::path& diff, const fs::path& 
     fs::remove(building, ignored);
     return Error{"rebase: " + e.message};
   };
-  if (!Reflink(base, building)) {
-    if (Status s = SparseCopy(base, building); !s.ok()) return fail(s.error());
-  }
+  if (Status s = CloneFile(base, building); !s.ok()) return fail(s.error());
   if (Status s = OverlayData(diff, building); !s.ok()) return fail(s.error());
   fs::rename(building, out, ec);
   if (ec) return fail(Error{"rename " + building.string() + ": " + ec.message()});
   return {};
+}
+
+Status CloneFile(const fs::path& from, const fs::path& to) {
+  const fs::path partial = to.string() + ".clone";
+  if (Reflink(from, partial)) {
+    std::error_code ec;
+    fs::rename(partial, to, ec);
+    if (!ec) return {};
+    fs::remove(partial, ec);
+    return Error{"rename " + partial.string() + ": " + ec.message()};
+  }
+  return SparseCopy(from, to);
 }
 
 Status MergeDiff(const fs::path& newer, const fs::path& cumulative) {

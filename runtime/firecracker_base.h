@@ -23,7 +23,7 @@
 //
 // Layout, with <pool> = an instance directory's grandparent (<tenant>/pools/<pool>):
 //   <pool>/fc-base/lock                                   the flock
-//   <pool>/fc-base/<key>/{vmstate,mem,template.json}      a base; template.json written last
+//   <pool>/fc-base/<key>/{vmstate,mem,disk,template.json} a base; template.json written last
 //   <pool>/fc-base/build-<key>/                           the template instance being built
 
 #include <filesystem>
@@ -39,6 +39,9 @@ namespace mvm::runtime {
 Status RebaseMemory(const std::filesystem::path& base, const std::filesystem::path& diff,
                     const std::filesystem::path& out);
 Status MergeDiff(const std::filesystem::path& newer, const std::filesystem::path& cumulative);
+// `to` becomes a copy of `from`: a reflink where the file system can, else a sparse copy;
+// complete or absent.
+Status CloneFile(const std::filesystem::path& from, const std::filesystem::path& to);
 
 // "path size mtime-ns inode" of a file, or "path missing".
 std::string FileIdentity(const std::filesystem::path& path);

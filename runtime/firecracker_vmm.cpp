@@ -797,6 +797,11 @@ Result<VmmHandle> FirecrackerVmm::Start(const VmmTarget& target) {
   if (target.spec == nullptr || !target.spec->snapshot.base) return Launch(target, false);
   Result<LoadSource> base = AcquireBase(target);
   if (!base.ok()) return Error{"pool base snapshot: " + base.error().message};
+  // The guest's memory (page cache, file system state) belongs to the template's disk as it
+  // was at the snapshot: the instance starts on a copy of that disk, never on another.
+  if (Status s = CloneFile(base->disk, paths.disk); !s.ok()) {
+    return Error{"pool base snapshot: " + s.error().message};
+  }
   Result<VmmHandle> handle = Launch(target, true, &*base);
   if (!handle.ok()) return handle;
   // Dirty pages are tracked from the base: the first Sleep may be a Diff.
@@ -833,7 +838,7 @@ Result<FirecrackerVmm::LoadSource> FirecrackerVmm::AcquireBase(const VmmTarget& 
   fs::create_directories(paths.snapshots, ec);
   if (Status s = WriteFileAtomic(paths.baseKey, key + "\n"); !s.ok()) return s.error();
   CollectBases(target, key);
-  return LoadSource{dir / "vmstate", dir / "mem", (*json)["bootId"].asString()};
+  return LoadSource{dir / "vmstate", dir / "mem", dir / "disk", (*json)["bootId"].asString()};
 }
 
 Status FirecrackerVmm::CreateBase(const VmmTarget& target, const std::string& key,
@@ -866,9 +871,11 @@ Status FirecrackerVmm::CreateBase(const VmmTarget& target, const std::string& ke
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return failed("store", Error{"create " + dir.string() + ": " + ec.message()});
-  for (const auto& [from, to] : {std::pair{tp.mem, dir / "mem"}, {tp.vmstate, dir / "vmstate"}}) {
+  for (const auto& [from, to] :
+       {std::pair{tp.mem, dir / "mem"}, {tp.disk, dir / "disk"}, {tp.vmstate, dir / "vmstate"}}) {
     if (Status s = MoveFile(from, to); !s.ok()) return failed("store", s.error());
-    // Every jail of the pool links it and reads it; Firecracker maps it privately.
+    // Never written again: every jail of the pool links vmstate and mem (Firecracker maps the
+    // memory privately), each instance starts on its own copy of the disk.
     fs::permissions(to, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read, ec);
   }
   Json::Value info;

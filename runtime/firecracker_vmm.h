@@ -123,7 +123,7 @@ class FirecrackerVmm final : public controller::Vmm {
   explicit FirecrackerVmm(FirecrackerOptions options) : options_(std::move(options)) {}
   // What a restore loads when it is not the instance's own snapshot: the pool's base.
   struct LoadSource {
-    std::filesystem::path vmstate, mem;
+    std::filesystem::path vmstate, mem, disk;  // disk: the template's, as snapshotted
     std::string bootId;
   };
   Result<controller::VmmHandle> Launch(const controller::VmmTarget& target, bool restore,

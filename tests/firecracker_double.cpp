@@ -23,6 +23,8 @@
 //    decides, as in Firecracker). A load checks every recorded page in the memory file (a bad
 //    rebase fails it), prints `MVM-RESTORED <boot id> resumes=<n> [<iface>=<tap>] [vsock=<uds>]`
 //    and honours resume_vm (a resume), network_overrides and vsock_override;
+//  - InstanceStart writes `mvm-fcdouble boot <boot id>` at the start of every writable drive (a
+//    guest writing its disk), and a load refuses a drive that does not hold the snapshot's;
 //  - FlushMetrics appends one JSON line to the metrics file.
 // Environment: MVM_FCDOUBLE_LOG (append one JSON line per request: method, path, body),
 // MVM_FCDOUBLE_ROOT (a chroot prefix for the absolute paths in bodies, as the fake jailer
@@ -301,6 +303,13 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
       if (vm.machine.isNull()) vm.machine = Json::Value(Json::objectValue);
       if (!vm.machine.isMember("mem_size_mib")) vm.machine["mem_size_mib"] = 128;
       WritePage(vm, 0, vm.bootId);
+      // The guest writes its disk as it boots: what its memory knows of the disk from now on.
+      for (const auto& d : vm.drives) {
+        if (d["is_read_only"].asBool()) continue;
+        std::fstream disk(Host(d["path_on_host"].asString()),
+                          std::ios::in | std::ios::out | std::ios::binary);
+        disk << "mvm-fcdouble boot " << vm.bootId << "\n";
+      }
       WritePage(vm, 1, "resumes=0;");
       const uint64_t boot_pages = EnvCount("MVM_FCDOUBLE_BOOT_PAGES", 64);
       for (uint64_t i = 0; i < boot_pages; ++i) {
@@ -441,8 +450,15 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     if (counter.rfind("resumes=", 0) != 0) return fatal("memory file has no resume counter");
     vm.resumes = std::stoull(counter.substr(8));
     for (const auto& d : state["drives"]) {
-      if (!FileExists(d["path_on_host"].asString())) {
-        return fatal("drive " + d["path_on_host"].asString() + " is missing");
+      const std::string drive = d["path_on_host"].asString();
+      if (!FileExists(drive)) return fatal("drive " + drive + " is missing");
+      // A guest restored onto another disk than the one its memory knows corrupts it.
+      std::ifstream disk(Host(drive), std::ios::binary);
+      std::string head;
+      std::getline(disk, head);
+      if (!d["is_read_only"].asBool() &&
+          head != "mvm-fcdouble boot " + state["bootId"].asString()) {
+        return fatal("drive " + drive + " is not the disk the snapshot was taken with");
       }
     }
     vm.vsock = state["vsock"];
