@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_stats.h"
 #include "runtime/cgroup.h"
 #include "runtime/jail.h"
 #include "runtime/process.h"
@@ -34,14 +35,8 @@ namespace fs = std::filesystem;
 using namespace mvm::runtime;
 using Clock = std::chrono::steady_clock;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-double Ms(Clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
+using mvm::bench::Median;
+using mvm::bench::Ms;
 
 }  // namespace
 

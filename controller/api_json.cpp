@@ -135,6 +135,7 @@ Json::Value EncodePoolSpec(const manifests::PoolSpec& spec) {
   policy["drainTimeoutSeconds"] = Int(spec.policy.drainTimeoutSeconds);
   policy["gracefulStopSeconds"] = Int(spec.policy.gracefulStopSeconds);
   out["security"]["seccomp"] = spec.security.seccomp;
+  out["snapshot"]["base"] = spec.snapshot.base;
   return out;
 }
 
@@ -316,6 +317,8 @@ manifests::PoolSpec DecodePoolSpec(const Json::Value& json) {
   }
   const Json::Value& security = Member(json, "security");
   if (Member(security, "seccomp").isString()) out.security.seccomp = Str(security, "seccomp");
+  const Json::Value& snapshot = Member(json, "snapshot");
+  out.snapshot.base = Member(snapshot, "base").asBool();
   return out;
 }
 

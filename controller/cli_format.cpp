@@ -168,6 +168,10 @@ void SpecSection(Page& page, const manifests::PoolSpec& spec) {
                  FormatMiB(spec.resources.diskMiB) + " disk");
   page.Field(2, "Lifecycle", std::string(manifests::LifecycleName(spec.lifecycle)));
   page.Field(2, "Seccomp", spec.security.seccomp);
+  if (spec.snapshot.base) {
+    page.Field(2, "Snapshot",
+               "pool base (firecracker: started from one template, sleeps as Diffs)");
+  }
   page.Field(2, "Replicas",
              "running=" + std::to_string(spec.replicas.running) +
                  " warm=" + std::to_string(spec.replicas.warm) +

@@ -63,6 +63,13 @@ class Reader {
     out = static_cast<Int>(n);
   }
 
+  void Bool(const char* name, bool& out) const {
+    const Json::Value& v = Member(name);
+    if (v.isNull()) return;
+    if (!v.isBool()) return Fail(name, "expected a boolean");
+    out = v.asBool();
+  }
+
   void StringList(const char* name, std::vector<std::string>& out) const {
     const Json::Value& v = Member(name);
     if (v.isNull()) return;
@@ -151,6 +158,7 @@ Json::Value PoolSpecToJson(const PoolSpec& spec) {
   policy["drainTimeoutSeconds"] = Json::Int64{spec.policy.drainTimeoutSeconds};
   policy["gracefulStopSeconds"] = Json::Int64{spec.policy.gracefulStopSeconds};
   out["security"]["seccomp"] = spec.security.seccomp;
+  out["snapshot"]["base"] = spec.snapshot.base;
   return out;
 }
 
@@ -184,6 +192,7 @@ Result<PoolSpec> PoolSpecFromJson(const Json::Value& json) {
   policy.Integer("drainTimeoutSeconds", spec.policy.drainTimeoutSeconds);
   policy.Integer("gracefulStopSeconds", spec.policy.gracefulStopSeconds);
   root.Child("security").String("seccomp", spec.security.seccomp);
+  root.Child("snapshot").Bool("base", spec.snapshot.base);
   if (error) return Error{*error};
   return spec;
 }

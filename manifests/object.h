@@ -107,6 +107,12 @@ struct Security {
   std::string seccomp = "baseline";  // baseline | strict (the schema's enum)
 };
 
+// spec.snapshot: how instances are snapshotted (docs/firecracker.md, "Pool base snapshot").
+struct SnapshotSpec {
+  // One template snapshot per pool spec; instances start from it and sleep as Diffs of it.
+  bool base = false;
+};
+
 struct PoolSpec {
   Runtime runtime = Runtime::kFirecracker;
   ImageSpec image;
@@ -117,6 +123,7 @@ struct PoolSpec {
   Replicas replicas;
   Policy policy;
   Security security;
+  SnapshotSpec snapshot;
 };
 
 // A document kept in the parser's compact form until someone reads it as a Json::Value. Reads

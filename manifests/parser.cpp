@@ -146,6 +146,10 @@ PoolSpec BuildPool(const DocumentView& doc, uint32_t spec, ImageSpec image) {
   if (uint32_t seccomp = doc.Get(security, "seccomp"); doc.IsString(seccomp)) {
     out.security.seccomp = doc.String(seccomp);
   }
+  uint32_t snapshot = doc.Get(spec, "snapshot");
+  if (uint32_t base = doc.Get(snapshot, "base"); base != kNoNode) {
+    out.snapshot.base = doc.tree()[base].type == NodeType::kBool && doc.tree()[base].boolean;
+  }
   return out;
 }
 

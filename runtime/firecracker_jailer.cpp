@@ -101,7 +101,7 @@ std::vector<std::string> JailerArgv(const JailerConfig& config, const Jail& jail
     argv.insert(argv.end(), {"--resource-limit", "no-file=" + std::to_string(config.noFileLimit)});
   }
   if (!config.netns.empty()) {
-    argv.insert(argv.end(), {"--netns", Replace(config.netns, "{tenant}", jail.tenant)});
+    argv.insert(argv.end(), {"--netns", NetnsFor(config, jail.tenant)});
   }
   if (config.newPidNs) argv.push_back("--new-pid-ns");
   if (config.daemonize) argv.push_back("--daemonize");
@@ -170,6 +170,10 @@ std::set<std::string> ReadControllers(const fs::path& cgroupDir) {
   std::ifstream in(cgroupDir / "cgroup.controllers");
   for (std::string word; in >> word;) out.insert(word);
   return out;
+}
+
+std::string NetnsFor(const JailerConfig& config, const std::string& tenant) {
+  return config.netns.empty() ? std::string() : Replace(config.netns, "{tenant}", tenant);
 }
 
 }  // namespace mvm::runtime

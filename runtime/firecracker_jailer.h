@@ -82,6 +82,8 @@ struct JailFile {
 // Error names the file that could not be placed.
 Status LayoutJail(const Jail& jail, const std::vector<JailFile>& files);
 Status RemoveJail(const JailerConfig& config, const Jail& jail);
+// The network namespace path the jailer joins for `tenant` ("" when none is configured).
+std::string NetnsFor(const JailerConfig& config, const std::string& tenant);
 
 // The cgroup2 mount point from /proc/self/mounts, or "" when there is none.
 std::filesystem::path FindCgroup2Mount();

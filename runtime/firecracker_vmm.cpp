@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -12,12 +13,14 @@
 #include <spdlog/spdlog.h>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <thread>
 
 #include "common/unique_fd.h"
 #include "runtime/driver_util.h"
 #include "runtime/files.h"
+#include "runtime/firecracker_base.h"
 #include "runtime/process.h"
 
 namespace mvm::runtime {
@@ -127,6 +130,26 @@ void DeleteTap(const std::string& name) {
   std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
   if (::ioctl(tun.get(), TUNSETIFF, &ifr) == 0) (void)::ioctl(tun.get(), TUNSETPERSIST, 0L);
+}
+
+// Runs `fn` in the network namespace at `netns` ("": this thread's own) on a short-lived
+// thread: setns(CLONE_NEWNET) changes only the calling thread, and that thread ends with it, so
+// no worker of mvmd ever runs in a tenant's namespace. A TAP opened there belongs there.
+Status InNetns(const std::string& netns, const std::function<Status()>& fn) {
+  if (netns.empty()) return fn();
+  Status result = Error{"not run"};
+  std::thread worker([&] {
+    UniqueFd fd(::open(netns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+      result = Error{"open network namespace " + netns + ": " + std::strerror(errno)};
+    } else if (::setns(fd.get(), CLONE_NEWNET) != 0) {
+      result = Error{"enter network namespace " + netns + ": " + std::strerror(errno)};
+    } else {
+      result = fn();
+    }
+  });
+  worker.join();
+  return result;
 }
 
 std::string GuestMac(const std::string& hash) {
@@ -239,7 +262,6 @@ Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions o) {
   if (EnvSet("MVM_FC_PARENT_CGROUP")) o.jailer.parentCgroup = env("MVM_FC_PARENT_CGROUP");
   if (EnvSet("MVM_FC_NETNS")) o.jailer.netns = env("MVM_FC_NETNS");
   for (const auto& [name, field] : {std::pair{"MVM_FC_NEW_PID_NS", &o.jailer.newPidNs},
-                                    std::pair{"MVM_FC_DIFF_SNAPSHOTS", &o.diffSnapshots},
                                     std::pair{"MVM_FC_DAEMONIZE", &o.jailer.daemonize},
                                     std::pair{"MVM_FC_NETWORK", &o.network}}) {
     if (!EnvSet(name)) continue;
@@ -328,7 +350,9 @@ FirecrackerVmm::Paths FirecrackerVmm::PathsFor(const fs::path& instanceDir) cons
   p.disk = p.volumes / "rootfs.ext4";
   p.vmstate = p.snapshots / "vmstate";
   p.mem = p.snapshots / "mem";
-  p.base = p.snapshots / "base.ok";
+  p.memDiff = p.snapshots / "mem.diff";
+  p.baseKey = p.snapshots / "base-key";
+  p.diffOk = p.snapshots / "diff-ok";
   p.jailId = JailId(p.dir);
   const std::string hash = p.jailId.substr(4);
   p.sockets = options_.runtimeDir / hash;
@@ -429,6 +453,10 @@ Json::Value Body(std::initializer_list<std::pair<const char*, Json::Value>> memb
 
 }  // namespace
 
+std::string FirecrackerVmm::TapNetns(const VmmTarget& target) const {
+  return options_.useJailer ? NetnsFor(options_.jailer, target.key.tenant) : std::string();
+}
+
 Status FirecrackerVmm::CheckSpec(const VmmTarget& target) const {
   const std::string who = "instance " + target.key.ToString();
   if (target.spec == nullptr) return Error{who + ": no pool spec"};
@@ -473,28 +501,34 @@ Status FirecrackerVmm::Prepare(const VmmTarget& target) {
   }
   // Created and Ready hold no VMM: anything recorded is an orphan of an interrupted call.
   if (Status s = EndProcess(options_, LoadRecord(target, paths), paths, target); !s.ok()) return s;
-  RemovePath(paths.vmstate);
-  RemovePath(paths.mem);
+  for (const fs::path& f : {paths.vmstate, paths.mem, paths.memDiff, paths.diffOk}) RemovePath(f);
   if (options_.network) {
     const uid_t owner =
         options_.useJailer ? JailOf(options_, paths.jailId, target).uid : ::geteuid();
-    if (::if_nametoindex(paths.tap.c_str()) == 0) {  // this network namespace's view
-      if (Status s = CreateTap(paths.tap, owner); !s.ok()) return s;
-    }
+    // Where Firecracker will run: the jailer's --netns for this tenant, else mvmd's own.
+    Status tap = InNetns(TapNetns(target), [&]() -> Status {
+      if (::if_nametoindex(paths.tap.c_str()) != 0) return {};  // that namespace's view
+      return CreateTap(paths.tap, owner);
+    });
+    if (!tap.ok()) return tap;
   }
   // A fresh copy each time: Prepare also serves Rebuild (a new image revision).
   return SparseCopy(rootfs, paths.disk);
 }
 
-Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) {
-  const char* verb = restore ? "wake" : "start";
+Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore,
+                                         const LoadSource* base) {
+  const char* verb = restore && base == nullptr ? "wake" : "start";
   if (Status s = CheckSpec(target); !s.ok()) return s.error();
   const manifests::PoolSpec& spec = *target.spec;
   const Paths paths = PathsFor(target.dir);
   if (!PathExists(paths.disk)) {
     return Error{"instance not prepared: its disk " + paths.disk.string() + " is missing"};
   }
-  if (restore && !(PathExists(paths.vmstate) && PathExists(paths.mem))) {
+  // A restore loads the instance's own snapshot, or the pool's base (shared, never written).
+  const fs::path load_vmstate = base ? base->vmstate : paths.vmstate;
+  const fs::path load_mem = base ? base->mem : paths.mem;
+  if (restore && !base && !(PathExists(paths.vmstate) && PathExists(paths.mem))) {
     return Error{"no snapshot to wake from (" + paths.vmstate.string() + " is missing)"};
   }
   if (Status s = EndProcess(options_, LoadRecord(target, paths), paths, target); !s.ok()) {
@@ -523,8 +557,9 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
                                    {paths.metrics, "/metrics.json", true}};
     if (initrd) files.push_back({*initrd, "/initrd", false});
     if (restore) {
-      files.push_back({paths.vmstate, "/snapshot/vmstate", true});
-      files.push_back({paths.mem, "/snapshot/mem", true});
+      // The base is linked into every jail of the pool: readable, never chowned.
+      files.push_back({load_vmstate, "/snapshot/vmstate", base == nullptr});
+      files.push_back({load_mem, "/snapshot/mem", base == nullptr});
     }
     if (Status s = LayoutJail(jail, files); !s.ok())
       return Error{std::string(verb) + ": " + s.error().message};
@@ -540,15 +575,19 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
     fs::create_directories(paths.sockets, ec);
     if (ec) return Error{"create " + paths.sockets.string() + ": " + ec.message()};
     fs::permissions(paths.sockets, fs::perms::owner_all, ec);
+    // A pool base's drive is relative to the VMM's working directory (the instance's own
+    // directory): the one snapshot then names each instance's own disk (snapshot/load cannot
+    // override drive paths).
     vm = {spec.image.kernel,
           initrd.value_or(""),
-          paths.disk.string(),
+          spec.snapshot.base ? paths.disk.lexically_relative(paths.dir).string()
+                             : paths.disk.string(),
           paths.fcLog.string(),
           paths.metrics.string(),
           paths.console.string(),
           (paths.sockets / "v.sock").string(),
-          paths.vmstate.string(),
-          paths.mem.string()};
+          load_vmstate.string(),
+          load_mem.string()};
     socket = paths.sockets / "api.sock";
   }
 
@@ -636,7 +675,7 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
         {"/machine-config", Body({{"vcpu_count", spec.resources.vcpus},
                                   {"mem_size_mib", Json::Int64(spec.resources.memoryMiB)},
                                   {"smt", false},
-                                  {"track_dirty_pages", options_.diffSnapshots}})});
+                                  {"track_dirty_pages", false}})});
     steps.push_back({"/drives/rootfs", Body({{"drive_id", "rootfs"},
                                              {"path_on_host", vm.disk},
                                              {"is_root_device", true},
@@ -669,19 +708,33 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
     Json::Value load =
         Body({{"snapshot_path", vm.vmstate},
               {"mem_backend", Body({{"backend_type", "File"}, {"backend_path", vm.mem}})},
-              {"resume_vm", true}});
+              {"resume_vm", true},
+              // A pool base's instances sleep as Diffs: pages written from here on.
+              {"track_dirty_pages", spec.snapshot.base}});
     if (options_.network) {
       Json::Value overrides(Json::arrayValue);
       overrides.append(Body({{"iface_id", "eth0"}, {"host_dev_name", paths.tap}}));
       load["network_overrides"] = overrides;
     }
+    // The base names the template's vsock socket; without the jailer each instance has its own.
+    if (base && !options_.useJailer) load["vsock_override"] = Body({{"uds_path", vm.vsock}});
     Result<FirecrackerReply> loaded =
         api.Call("PUT", "/snapshot/load", JsonLine(load), Left(deadline, options_.snapshotTimeout));
     if (!loaded.ok()) return fail(loaded.error().message);
     Result<std::string> state = api.State();
     if (!state.ok()) return fail(state.error().message);
     if (*state != "Running") return fail("the VM is \"" + *state + "\" after loading the snapshot");
-    if (std::optional<Json::Value> old = ParseJsonObject(target.handle.data)) {
+    if (base) {
+      boot_id = base->bootId;
+      if (options_.network) {
+        // The MMDS data store is not part of a snapshot: this instance's own metadata.
+        Json::Value meta;
+        meta["mvm"]["tenant"] = target.key.tenant;
+        meta["mvm"]["pool"] = target.pool;
+        meta["mvm"]["instance"] = target.key.name;
+        if (Status s = step(put("/mmds", meta)); !s.ok()) return fail(s.error().message);
+      }
+    } else if (std::optional<Json::Value> old = ParseJsonObject(target.handle.data)) {
       boot_id = (*old)["bootId"].asString();
     }
   }
@@ -694,7 +747,10 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
   if (Status s = WriteFileAtomic(paths.record, data); !s.ok()) return s.error();
   guard.Commit();
   spdlog::info("firecracker: {} {} in {} (pid {})", target.key.ToString(),
-               restore ? "woke" : "ready", SecondsText(took), id.pid);
+               base      ? "started from the pool base"
+               : restore ? "woke"
+                         : "ready",
+               SecondsText(took), id.pid);
   VmmHandle handle;
   handle.pid = id.pid;
   handle.startTime = id.startTime;
@@ -703,27 +759,185 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
   return handle;
 }
 
+namespace {
+
+// Every file of an instance's snapshot, complete or not (the base-key reference excepted).
+std::vector<fs::path> SnapshotFiles(const FirecrackerVmm::Paths& paths) {
+  std::vector<fs::path> out;
+  for (const fs::path& f : {paths.vmstate, paths.mem, paths.memDiff}) {
+    out.push_back(f);
+    out.push_back(f.string() + ".partial");
+  }
+  out.push_back(paths.diffOk);
+  out.push_back(paths.mem.string() + ".rebase");
+  out.push_back(paths.snapshots / "diff.new");
+  out.push_back(paths.vmstate.string() + ".pending");
+  return out;
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// The template instance that builds a pool's base: its own directory, the pool's spec, named
+// after the pool (its hostname is what every instance restored from the base has).
+VmmTarget TemplateOf(const VmmTarget& target, const fs::path& dir) {
+  VmmTarget t{{target.key.tenant, target.pool}, target.pool, target.spec, dir, {}};
+  t.tenantQuota = target.tenantQuota;
+  return t;
+}
+
+}  // namespace
+
 Result<VmmHandle> FirecrackerVmm::Start(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   // A fresh boot: a snapshot left by an interrupted Sleep is stale.
-  for (const fs::path& f : {paths.vmstate, paths.mem, paths.base}) {
-    RemovePath(f);
-    RemovePath(f.string() + ".partial");
+  for (const fs::path& f : SnapshotFiles(paths)) RemovePath(f);
+  if (target.spec == nullptr || !target.spec->snapshot.base) return Launch(target, false);
+  Result<LoadSource> base = AcquireBase(target);
+  if (!base.ok()) return Error{"pool base snapshot: " + base.error().message};
+  // The guest's memory (page cache, file system state) belongs to the template's disk as it
+  // was at the snapshot: the instance starts on a copy of that disk, never on another.
+  if (Status s = CloneFile(base->disk, paths.disk); !s.ok()) {
+    return Error{"pool base snapshot: " + s.error().message};
   }
-  return Launch(target, false);
+  Result<VmmHandle> handle = Launch(target, true, &*base);
+  if (!handle.ok()) return handle;
+  // Dirty pages are tracked from the base: the first Sleep may be a Diff.
+  if (Status s = WriteFileAtomic(paths.diffOk, "base\n"); !s.ok()) {
+    spdlog::warn("firecracker: {}: {}; its next Sleep takes a Full snapshot", target.key.ToString(),
+                 s.error().message);
+  }
+  return handle;
+}
+
+Result<FirecrackerVmm::LoadSource> FirecrackerVmm::AcquireBase(const VmmTarget& target) {
+  if (Status s = CheckSpec(target); !s.ok()) return s.error();
+  const Paths paths = PathsFor(target.dir);
+  const VmmTarget tmpl = TemplateOf(target, paths.dir);
+  Result<std::string> cmdline = GuestCmdline(tmpl, {{}, "reboot"});
+  if (!cmdline.ok()) return cmdline.error();
+  const manifests::PoolSpec& spec = *target.spec;
+  std::vector<fs::path> files = {spec.image.kernel, spec.image.rootfs, options_.binary};
+  if (std::optional<std::string> initrd = GuestInitrd(spec)) files.push_back(*initrd);
+  const std::string key = BaseKey({files, *cmdline, spec.resources.vcpus, spec.resources.memoryMiB,
+                                   options_.useJailer, options_.network});
+  const fs::path root = PoolBaseRoot(paths.dir);
+  Result<BaseLock> lock = BaseLock::Acquire(root);
+  if (!lock.ok()) return lock.error();
+  const fs::path dir = root / key;
+  if (!PathExists(dir / "template.json")) {
+    if (Status s = CreateBase(target, key, root); !s.ok()) return s.error();
+  }
+  Result<std::string> info = ReadSmallFile(dir / "template.json");
+  std::optional<Json::Value> json = info.ok() ? ParseJsonObject(*info) : std::nullopt;
+  if (!json) return Error{"base " + dir.string() + " has no readable template.json"};
+  // Recorded under the lock, so that no collection removes the base from under this instance.
+  std::error_code ec;
+  fs::create_directories(paths.snapshots, ec);
+  if (Status s = WriteFileAtomic(paths.baseKey, key + "\n"); !s.ok()) return s.error();
+  CollectBases(target, key);
+  return LoadSource{dir / "vmstate", dir / "mem", dir / "disk", (*json)["bootId"].asString()};
+}
+
+Status FirecrackerVmm::CreateBase(const VmmTarget& target, const std::string& key,
+                                  const fs::path& root) {
+  const auto t0 = Clock::now();
+  const fs::path dir = root / key;
+  const VmmTarget tmpl = TemplateOf(target, root / ("build-" + key));
+  const Paths tp = PathsFor(tmpl.dir);
+  // Whatever happens, the template instance (process, jail, TAP, directory) goes.
+  auto discard = [&] {
+    if (Status s = Destroy(tmpl); !s.ok())
+      spdlog::warn("firecracker: base {}: {}", key, s.error().message);
+  };
+  discard();  // the leftovers of an interrupted creation
+  RemovePath(dir);
+  auto failed = [&](const std::string& step, const Error& e) -> Status {
+    discard();
+    RemovePath(dir);
+    return Error{"creating the pool's base (template VM " + tp.jailId + ") failed at " + step +
+                 ": " + e.message};
+  };
+  if (Status s = Prepare(tmpl); !s.ok()) return failed("prepare", s.error());
+  Result<VmmHandle> booted = Launch(tmpl, false);
+  if (!booted.ok()) return failed("boot", booted.error());
+  VmmTarget live = tmpl;
+  live.handle = *booted;
+  if (Status s = Pause(live); !s.ok()) return failed("pause", s.error());
+  // A Full snapshot (the template never has diff-ok), then the process ends.
+  if (Status s = Sleep(live); !s.ok()) return failed("snapshot", s.error());
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return failed("store", Error{"create " + dir.string() + ": " + ec.message()});
+  for (const auto& [from, to] :
+       {std::pair{tp.mem, dir / "mem"}, {tp.disk, dir / "disk"}, {tp.vmstate, dir / "vmstate"}}) {
+    if (Status s = MoveFile(from, to); !s.ok()) return failed("store", s.error());
+    // Never written again: every jail of the pool links vmstate and mem (Firecracker maps the
+    // memory privately), each instance starts on its own copy of the disk.
+    fs::permissions(to, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read, ec);
+  }
+  Json::Value info;
+  info["bootId"] = (*ParseJsonObject(booted->data))["bootId"];
+  info["key"] = key;
+  info["pool"] = target.key.tenant + "/" + target.pool;
+  info["createdMs"] =
+      Json::Int64(std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count());
+  if (Status s = WriteFileAtomic(dir / "template.json", JsonLine(info)); !s.ok()) {
+    return failed("store", s.error());
+  }
+  discard();
+  spdlog::info("firecracker: pool {}/{} base snapshot {} created in {} ({} bytes of memory)",
+               target.key.tenant, target.pool, key, SecondsText(Clock::now() - t0),
+               FileSize(dir / "mem"));
+  return {};
+}
+
+void FirecrackerVmm::CollectBases(const VmmTarget& target, const std::string& keep) {
+  const fs::path root = PoolBaseRoot(PathsFor(target.dir).dir);
+  const std::set<std::string> used = BasesInUse(PathsFor(target.dir).dir.parent_path());
+  std::error_code ec;
+  std::vector<fs::path> entries;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    entries.push_back(it->path());
+  }
+  for (const fs::path& e : entries) {
+    const std::string name = e.filename().string();
+    if (name == "lock" || name == keep) continue;
+    if (name.rfind("build-", 0) == 0) {
+      (void)Destroy(TemplateOf(target, e));  // no creation runs: this thread holds the lock
+    } else if (used.count(name) == 0) {
+      spdlog::info("firecracker: pool {}/{}: base snapshot {} is no longer used, removed",
+                   target.key.tenant, target.pool, name);
+      RemovePath(e);
+    }
+  }
 }
 
 Result<VmmHandle> FirecrackerVmm::Wake(const VmmTarget& target) {
-  Result<VmmHandle> handle = Launch(target, true);
-  if (handle.ok()) {
-    const Paths paths = PathsFor(target.dir);
-    RemovePath(paths.vmstate);
-    if (options_.diffSnapshots) {
-      // The memory this VM was loaded from stays as the base of its next (Diff) snapshot.
-      if (Status s = WriteFileAtomic(paths.base, "loaded\n"); !s.ok()) RemovePath(paths.mem);
-    } else {
-      RemovePath(paths.mem);
+  const Paths paths = PathsFor(target.dir);
+  // Asleep as a Diff of the pool's base: rebuild the memory file from both.
+  const bool rebase = PathExists(paths.memDiff) && PathExists(paths.vmstate);
+  if (rebase) {
+    Result<std::string> key = ReadSmallFile(paths.baseKey);
+    const fs::path base =
+        PoolBaseRoot(paths.dir) / (key.ok() ? Trimmed(*key) : std::string("?")) / "mem";
+    if (!key.ok() || !PathExists(base)) {
+      return Error{"wake: the pool base snapshot this instance sleeps on (" + base.string() +
+                   ") is gone: stop the instance (discarding its snapshot) and start it"};
     }
+    if (Status s = RebaseMemory(base, paths.memDiff, paths.mem); !s.ok()) {
+      return Error{"wake: " + s.error().message};
+    }
+  }
+  Result<VmmHandle> handle = Launch(target, true);
+  // The rebased file can be made again; the running VM maps its own (private) copy.
+  if (rebase || handle.ok()) RemovePath(paths.mem);
+  if (handle.ok()) {
+    RemovePath(paths.vmstate);
+    // Dirty pages are tracked from base + mem.diff: the next Sleep may be a Diff.
+    if (rebase) (void)WriteFileAtomic(paths.diffOk, "rebased\n");
   }
   return handle;
 }
@@ -776,16 +990,26 @@ Status FirecrackerVmm::Resume(const VmmTarget& target) {
 Status FirecrackerVmm::Sleep(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   const Record record = LoadRecord(target, paths);
-  auto complete = [&paths] { return PathExists(paths.vmstate) && PathExists(paths.mem); };
-  const fs::path diff = paths.snapshots / "mem.diff";
+  auto complete = [&paths] {
+    return PathExists(paths.vmstate) && (PathExists(paths.mem) || PathExists(paths.memDiff));
+  };
+  // A Diff lands as diff.new + vmstate.pending, is merged into mem.diff (the pages written
+  // since the pool's base), then vmstate.pending becomes vmstate.
+  const fs::path diff = paths.snapshots / "diff.new";
   const fs::path vmstate_pending = paths.vmstate.string() + ".pending";
-  // A complete Diff snapshot not yet applied to its base (a crash in between).
+  // A complete Diff snapshot not yet merged (a crash in between).
   const bool diff_pending =
-      PathExists(diff) && PathExists(vmstate_pending) && PathExists(paths.mem);
-  // Applies the Diff (idempotent) and completes the snapshot.
+      PathExists(vmstate_pending) && (PathExists(diff) || PathExists(paths.memDiff));
+  // Merges the Diff (idempotent) and completes the snapshot.
   auto apply_diff = [&]() -> Status {
-    if (Status s = OverlayData(diff, paths.mem); !s.ok()) return s;
-    RemovePath(diff);
+    if (PathExists(diff)) {
+      if (PathExists(paths.memDiff)) {
+        if (Status s = MergeDiff(diff, paths.memDiff); !s.ok()) return s;
+        RemovePath(diff);
+      } else if (Status s = MoveFile(diff, paths.memDiff); !s.ok()) {
+        return s;
+      }
+    }
     std::error_code rename_ec;
     fs::rename(vmstate_pending, paths.vmstate, rename_ec);
     if (rename_ec) return Error{"rename " + vmstate_pending.string() + ": " + rename_ec.message()};
@@ -817,15 +1041,19 @@ Status FirecrackerVmm::Sleep(const VmmTarget& target) {
   if (diff_pending) {
     type = "Diff";
   } else {
-    // A Diff only on top of the base this process was loaded from (base.ok, written by Wake);
-    // any earlier attempt consumed it, since Firecracker resets dirty tracking per snapshot.
-    const bool diff_ok = options_.diffSnapshots && PathExists(paths.base) && PathExists(paths.mem);
-    RemovePath(paths.base);
+    // A Diff only while this process tracks dirty pages from the pool's base + mem.diff
+    // (diff-ok, written by Start and Wake); any earlier attempt consumed it, since Firecracker
+    // resets dirty tracking per snapshot. Otherwise Full, which leaves the base.
+    const bool diff_ok = PathExists(paths.diffOk) && PathExists(paths.baseKey);
+    RemovePath(paths.diffOk);
     if (diff_ok) type = "Diff";
     for (const fs::path& f : {paths.vmstate, vmstate_partial, mem_partial, diff, vmstate_pending}) {
       RemovePath(f);
     }
-    if (!diff_ok) RemovePath(paths.mem);
+    if (!diff_ok) {
+      RemovePath(paths.mem);
+      RemovePath(paths.memDiff);
+    }
     fs::path written_vmstate = vmstate_partial, written_mem = mem_partial;
     std::string vm_vmstate = vmstate_partial.string(), vm_mem = mem_partial.string();
     if (!record.jailId.empty()) {
@@ -876,7 +1104,8 @@ Status FirecrackerVmm::Sleep(const VmmTarget& target) {
   }
   spdlog::info("firecracker: {} asleep: {} snapshot in {} ({} + {} bytes), process ended after {}",
                target.key.ToString(), type, SecondsText(saved), FileSize(paths.vmstate),
-               FileSize(paths.mem), SecondsText(Clock::now() - t0));
+               FileSize(type == "Diff" ? paths.memDiff : paths.mem),
+               SecondsText(Clock::now() - t0));
   return {};
 }
 
@@ -920,10 +1149,8 @@ Status FirecrackerVmm::Stop(const VmmTarget& target) {
   if (Status s = EndProcess(options_, record, paths, target); !s.ok()) {
     return Error{"stop: " + s.error().message};
   }
-  for (const fs::path& f : {paths.vmstate, paths.mem, paths.base}) {
-    RemovePath(f);
-    RemovePath(f.string() + ".partial");
-  }
+  // The snapshot goes; base-key stays (this instance's claim on the pool's base until Destroy).
+  for (const fs::path& f : SnapshotFiles(paths)) RemovePath(f);
   return {};
 }
 
@@ -932,8 +1159,22 @@ Status FirecrackerVmm::Destroy(const VmmTarget& target) {
   if (Status s = EndProcess(options_, LoadRecord(target, paths), paths, target); !s.ok()) {
     return Error{"destroy: " + s.error().message};
   }
-  if (options_.network) DeleteTap(paths.tap);
-  return RemoveInstanceDir(paths.dir);
+  if (options_.network) {
+    Status gone = InNetns(TapNetns(target), [&] {
+      DeleteTap(paths.tap);
+      return Status{};
+    });
+    if (!gone.ok())
+      spdlog::warn("firecracker: {}: {}", target.key.ToString(), gone.error().message);
+  }
+  const bool used_base = PathExists(paths.baseKey);
+  if (Status s = RemoveInstanceDir(paths.dir); !s.ok()) return s;
+  // The last instance to use a base takes it along.
+  if (used_base && target.spec != nullptr) {
+    Result<BaseLock> lock = BaseLock::Acquire(PoolBaseRoot(paths.dir));
+    if (lock.ok()) CollectBases(target, "");
+  }
+  return {};
 }
 
 namespace {
@@ -958,7 +1199,8 @@ ProbeResult FirecrackerVmm::Probe(const VmmTarget& target) {
   const Paths paths = PathsFor(target.dir);
   const Record record = LoadRecord(target, paths);
   ProbeResult result;
-  result.snapshot = PathExists(paths.vmstate) && PathExists(paths.mem);
+  result.snapshot =
+      PathExists(paths.vmstate) && (PathExists(paths.mem) || PathExists(paths.memDiff));
   Result<FirecrackerApi> api = ConnectLive(record, options_.apiTimeout);
   if (!api.ok()) {
     result.detail = api.error().message;

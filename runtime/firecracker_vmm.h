@@ -18,9 +18,13 @@
 //  - Every API call has a deadline (`apiTimeout`, `snapshotTimeout` for snapshots): a VMM that
 //    stops answering fails the call instead of hanging a worker.
 //  - Sleep: pause, PUT /snapshot/create, end the process. The snapshot counts only once both
-//    files are complete (written as *.partial, renamed after Firecracker answered 204). With
-//    diffSnapshots, a Sleep after a Wake writes a Diff and applies it to the kept base memory
-//    file; a retried Sleep whose Diff was not complete falls back to a Full snapshot.
+//    files are complete (written as *.partial, renamed after Firecracker answered 204).
+//  - Pool base snapshot (spec.snapshot.base, docs/firecracker.md): one template snapshot per
+//    pool spec (runtime/firecracker_base.h), created once under the pool's lock by booting a
+//    template VM; Start loads it (dirty page tracking on) instead of booting; Sleep writes a
+//    Diff, merged into the instance's cumulative Diff; Wake rebases that onto a copy of the
+//    base and loads it. A Sleep whose Diff cannot be trusted (an earlier attempt failed after
+//    Firecracker reset its dirty bitmap) takes a Full snapshot and leaves the base.
 //  - Stop: SendCtrlAltDel, wait up to gracefulStopSeconds, then SIGTERM, then SIGKILL; every
 //    wait is bounded.
 //
@@ -31,7 +35,11 @@
 //   <dir>/runtime/vmm.log            a daemonizing jailer's own output
 //   <dir>/console.log                the guest's serial console (Firecracker's stdout)
 //   <dir>/volumes/rootfs.ext4        the instance's disk
-//   <dir>/snapshots/{vmstate,mem}    the snapshot while Sleeping
+//   <dir>/snapshots/{vmstate,mem}    the snapshot while Sleeping (Full)
+//   <dir>/snapshots/mem.diff         with a pool base: the pages written since the base
+//   <dir>/snapshots/base-key         with a pool base: the base this instance uses
+//   <dir>/snapshots/diff-ok          the live VMM tracks dirty pages from base + mem.diff
+//   <dir>/../../fc-base/<key>/       the pool's base snapshots (firecracker_base.h)
 //   <runtimeDir>/<12 hex>/{api,v}.sock        sockets without the jailer
 //   <chrootBase>/firecracker/mvm-<12 hex>/root  the jail with the jailer
 
@@ -59,9 +67,6 @@ struct FirecrackerOptions {
   std::chrono::milliseconds bootTimeout{60000};       // spawn to MVM-READY (or to Running)
   std::chrono::milliseconds apiTimeout{5000};         // per API request
   std::chrono::milliseconds snapshotTimeout{120000};  // PUT /snapshot/create and /load
-  // Dirty page tracking on; a Sleep after a Wake takes a Diff snapshot and applies it to the
-  // memory file the VM was loaded from (kept for that); otherwise Full.
-  bool diffSnapshots = false;
   // Attach eth0 backed by a TAP the driver creates per instance (`mvm` + 8 hex) with MMDS.
   bool network = false;
   uintmax_t logRotateBytes = 4u << 20;
@@ -70,8 +75,7 @@ struct FirecrackerOptions {
 // Options from MVM_FC_* variables (docs/firecracker.md): MVM_FC_BINARY, MVM_FC_JAILER (a path,
 // or "0"/"1"), MVM_FC_CHROOT_BASE, MVM_FC_UID_BASE, MVM_FC_UID_COUNT, MVM_FC_PARENT_CGROUP,
 // MVM_FC_NETNS, MVM_FC_NEW_PID_NS, MVM_FC_DAEMONIZE, MVM_FC_RUNTIME_DIR, MVM_FC_BOOT_TIMEOUT,
-// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK, MVM_FC_DIFF_SNAPSHOTS. Error naming the variable when a
-// value is malformed.
+// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK. Error naming the variable when a value is malformed.
 Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions defaults = {});
 
 class FirecrackerVmm final : public controller::Vmm {
@@ -100,7 +104,9 @@ class FirecrackerVmm final : public controller::Vmm {
     std::filesystem::path dir, runtime, volumes, snapshots;
     std::filesystem::path record, fcLog, metrics, metricsSummary, vmmLog, console, disk;
     std::filesystem::path vmstate, mem;  // snapshots/{vmstate,mem}
-    std::filesystem::path base;          // snapshots/base.ok: mem is this VM's load base
+    std::filesystem::path memDiff;       // snapshots/mem.diff: pages written since the base
+    std::filesystem::path baseKey;       // snapshots/base-key: the pool base in use
+    std::filesystem::path diffOk;        // snapshots/diff-ok: the next Sleep may be a Diff
     std::filesystem::path sockets;       // <runtimeDir>/<hash> (direct mode)
     std::string jailId;
     std::string tap;
@@ -115,8 +121,23 @@ class FirecrackerVmm final : public controller::Vmm {
 
  private:
   explicit FirecrackerVmm(FirecrackerOptions options) : options_(std::move(options)) {}
-  Result<controller::VmmHandle> Launch(const controller::VmmTarget& target, bool restore);
+  // What a restore loads when it is not the instance's own snapshot: the pool's base.
+  struct LoadSource {
+    std::filesystem::path vmstate, mem, disk;  // disk: the template's, as snapshotted
+    std::string bootId;
+  };
+  Result<controller::VmmHandle> Launch(const controller::VmmTarget& target, bool restore,
+                                       const LoadSource* base = nullptr);
+  // The pool's base for this spec, created when missing; records the instance's use of it.
+  Result<LoadSource> AcquireBase(const controller::VmmTarget& target);
+  Status CreateBase(const controller::VmmTarget& target, const std::string& key,
+                    const std::filesystem::path& root);
+  // Removes bases no instance names (except `keep`) and leftovers of interrupted creations.
+  // Called with the pool's BaseLock held.
+  void CollectBases(const controller::VmmTarget& target, const std::string& keep);
   Status CheckSpec(const controller::VmmTarget& target) const;
+  // The network namespace the instance's TAP lives in: the jailer's --netns, else "" (mvmd's).
+  std::string TapNetns(const controller::VmmTarget& target) const;
   Status SetState(const controller::VmmTarget& target, const std::string& verb,
                   const std::string& want, const std::string& expect);
 

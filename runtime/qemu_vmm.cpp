@@ -311,6 +311,17 @@ Result<std::vector<std::string>> QemuVmm::CommandLine(const VmmTarget& target, b
 
 Status QemuVmm::Prepare(const VmmTarget& target) {
   if (Status s = CheckSpec(target); !s.ok()) return s;
+  if (target.spec->snapshot.base) {
+    // A speed and disk optimisation of the firecracker driver: instances here boot and sleep
+    // as usual (full snapshots), so the pool still runs; say so once per pool.
+    std::lock_guard lock(warned_mu_);
+    if (warned_base_.insert(target.key.tenant + "/" + target.pool).second) {
+      spdlog::warn(
+          "qemu: pool {}/{} asks for spec.snapshot.base, which only the firecracker driver "
+          "implements: its instances boot and sleep with full snapshots",
+          target.key.tenant, target.pool);
+    }
+  }
   const Paths paths = PathsFor(target.dir);
   const std::string& rootfs = target.spec->image.rootfs;
   std::error_code ec;

@@ -41,6 +41,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -124,6 +126,9 @@ class QemuVmm final : public controller::Vmm {
 
   QemuOptions options_;
   Confiner confiner_;
+  // Pools told once that spec.snapshot.base means nothing here (docs/runtime-qemu.md).
+  std::mutex warned_mu_;
+  std::set<std::string> warned_base_;
 };
 
 }  // namespace mvm::runtime

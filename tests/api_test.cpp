@@ -888,6 +888,7 @@ TEST(ApiJson, Instance_CarriesTheConfinementAndTheSeccompProfile) {
   in.handle.data = R"({"qmp":"/run/q.sock","confinement":{"uid":200001,"seccomp":"strict"}})";
   auto spec = std::make_shared<manifests::PoolSpec>(*in.spec);
   spec->security.seccomp = "strict";
+  spec->snapshot.base = true;
   in.spec = spec;
   Json::Value json = api::EncodeInstance(in);
   EXPECT_EQ(json["vmm"]["confinement"]["uid"].asUInt(), 200001u);
@@ -896,6 +897,9 @@ TEST(ApiJson, Instance_CarriesTheConfinementAndTheSeccompProfile) {
   EXPECT_EQ(out.handle.data, R"({"confinement":{"seccomp":"strict","uid":200001}})");
   ASSERT_TRUE(out.spec);
   EXPECT_EQ(out.spec->security.seccomp, "strict");
+  EXPECT_TRUE(out.spec->snapshot.base);
+  EXPECT_NE(cli::DescribeInstance({out, {}}, kNow).find("  Snapshot:       pool base"),
+            std::string::npos);
   EXPECT_NE(cli::DescribeInstance({out, {}}, kNow).find("  UID/GID:        200001/"),
             std::string::npos);
 }

@@ -11,15 +11,29 @@
 //  - InstanceStart "boots": the guest's `MVM-READY <boot id>` is written to the serial output
 //    (the file PUT /serial named, else stdout); SendCtrlAltDel makes the guest halt and the
 //    process exit;
-//  - snapshots are real files: the state file records the VM configuration and boot id, the
-//    memory file has the guest's size and holds the boot id, and a load checks both, prints
-//    `MVM-RESTORED <boot id>` and honours resume_vm and network_overrides;
+//  - guest memory is modelled by pages: InstanceStart writes the boot id (page 0), a resume
+//    counter (page 1) and a boot working set (MVM_FCDOUBLE_BOOT_PAGES, default 64 pages); every
+//    resume rewrites the counter and MVM_FCDOUBLE_DIRTY_PAGES (default 8) pages of its own;
+//  - snapshots are real files: the state file records the VM configuration, boot id and the
+//    content of every page the guest wrote; a Full memory file is the guest's whole size,
+//    allocated (dense, as Firecracker writes it), a Diff memory file has the guest's size but
+//    data only in the pages written since the load or the last snapshot (holes elsewhere), and
+//    is refused unless dirty page tracking is on (machine-config `track_dirty_pages` before
+//    boot, or snapshot/load's `track_dirty_pages`/`enable_diff_snapshots`: the load's flag
+//    decides, as in Firecracker). A load checks every recorded page in the memory file (a bad
+//    rebase fails it), prints `MVM-RESTORED <boot id> resumes=<n> [<iface>=<tap>] [vsock=<uds>]`
+//    and honours resume_vm (a resume), network_overrides and vsock_override;
+//  - InstanceStart writes `mvm-fcdouble boot <boot id>` at the start of every writable drive (a
+//    guest writing its disk), and a load refuses a drive that does not hold the snapshot's;
 //  - FlushMetrics appends one JSON line to the metrics file.
 // Environment: MVM_FCDOUBLE_LOG (append one JSON line per request: method, path, body),
 // MVM_FCDOUBLE_ROOT (a chroot prefix for the absolute paths in bodies, as the fake jailer
 // sets), MVM_FCDOUBLE_MODE (comma-separated: hang, no-ready, ignore-ctrl-alt-del,
-// ignore-sigterm, fail-load, hang-vm: PATCH /vm never answered).
+// ignore-sigterm, fail-load, fail-create: PUT /snapshot/create refused, fail-create-once: only
+// the first one, hang-vm: PATCH /vm never answered), MVM_FCDOUBLE_BOOT_PAGES,
+// MVM_FCDOUBLE_DIRTY_PAGES.
 
+#include <fcntl.h>
 #include <json/reader.h>
 #include <json/value.h>
 #include <json/writer.h>
@@ -28,6 +42,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -83,7 +98,11 @@ struct Vm {
   std::string metricsPath, serialPath;
   Json::Value bootSource, machine, drives{Json::objectValue}, ifaces{Json::objectValue};
   std::string bootId;
-  uint64_t resumes = 0;  // "guest memory": counts resumes, saved in the memory file at 4096
+  uint64_t resumes = 0;                   // saved in page 1 of guest memory
+  bool tracking = false;                  // dirty page tracking
+  std::map<uint64_t, std::string> pages;  // every page the guest wrote: its content
+  std::set<uint64_t> dirty;               // pages written since the load or last snapshot
+  Json::Value vsock;
   std::map<std::string, uint64_t> counts;
   bool exitAfterReply = false;
   int exitCode = 0;
@@ -114,6 +133,59 @@ bool Need(const Json::Value& body, std::initializer_list<const char*> fields, Re
     }
   }
   return true;
+}
+
+constexpr uint64_t kPage = 4096;
+
+uint64_t EnvCount(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? fallback : std::strtoull(v, nullptr, 10);
+}
+
+uint64_t GuestPages(const Vm& vm) {
+  return std::max<uint64_t>(4, (vm.machine["mem_size_mib"].asUInt64() << 20) / kPage);
+}
+
+void WritePage(Vm& vm, uint64_t page, const std::string& content) {
+  vm.pages[page % GuestPages(vm)] = content;
+  vm.dirty.insert(page % GuestPages(vm));
+}
+
+// The guest runs on: its counter page and a few pages of its own (spread by the VM's id).
+void Resumed(Vm& vm) {
+  ++vm.resumes;
+  WritePage(vm, 1, "resumes=" + std::to_string(vm.resumes) + ";");
+  const uint64_t n = EnvCount("MVM_FCDOUBLE_DIRTY_PAGES", 8);
+  const uint64_t seed = std::hash<std::string>{}(vm.id) + vm.resumes * 7919;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t page = 2 + (seed + i * 104729) % (GuestPages(vm) - 2);
+    WritePage(vm, page, "id " + vm.id + " resumes " + std::to_string(vm.resumes));
+  }
+}
+
+// Writes the memory file: every page (Full, allocated for the guest's whole size) or only the
+// dirty ones (Diff, holes elsewhere).
+bool WriteMemory(const Vm& vm, const std::string& path, bool full) {
+  const off_t size = static_cast<off_t>(GuestPages(vm) * kPage);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  bool ok = ftruncate(fd, size) == 0;
+  if (ok && full && posix_fallocate(fd, 0, size) != 0) {
+    // No fallocate here: write the zeros.
+    std::string zeros(1 << 20, '\0');
+    for (off_t at = 0; ok && at < size; at += static_cast<off_t>(zeros.size())) {
+      ok = pwrite(fd, zeros.data(), std::min<size_t>(zeros.size(), size - at), at) >= 0;
+    }
+  }
+  for (const auto& [page, content] : vm.pages) {
+    if (!full && vm.dirty.count(page) == 0) continue;
+    std::string block(kPage, '\0');
+    block.replace(0, std::min<size_t>(content.size(), kPage), content);
+    ok = ok && pwrite(fd, block.data(), block.size(), static_cast<off_t>(page * kPage)) ==
+                   static_cast<ssize_t>(block.size());
+  }
+  close(fd);
+  return ok;
 }
 
 const std::set<std::string> kPreBoot = {"/boot-source", "/machine-config", "/logger", "/metrics",
@@ -180,6 +252,7 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     int vcpus = body["vcpu_count"].asInt();
     if (vcpus < 1 || vcpus > 32) return Fault("The vCPU number is invalid!");
     vm.machine = body;
+    vm.tracking = body["track_dirty_pages"].asBool();
     vm.bootConfigured = true;
     return {};
   }
@@ -204,7 +277,13 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     vm.bootConfigured = true;
     return {};
   }
-  if (path == "/vsock" || path == "/mmds/config") {
+  if (path == "/vsock") {
+    if (!Need(body, {"guest_cid", "uds_path"}, bad)) return bad;
+    vm.vsock = body;
+    vm.bootConfigured = true;
+    return {};
+  }
+  if (path == "/mmds/config") {
     vm.bootConfigured = true;
     return {};
   }
@@ -221,6 +300,21 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
         return Fault("Cannot start microvm without kernel configuration.");
       vm.started = true;
       vm.bootId = RandomHex();
+      if (vm.machine.isNull()) vm.machine = Json::Value(Json::objectValue);
+      if (!vm.machine.isMember("mem_size_mib")) vm.machine["mem_size_mib"] = 128;
+      WritePage(vm, 0, vm.bootId);
+      // The guest writes its disk as it boots: what its memory knows of the disk from now on.
+      for (const auto& d : vm.drives) {
+        if (d["is_read_only"].asBool()) continue;
+        std::fstream disk(Host(d["path_on_host"].asString()),
+                          std::ios::in | std::ios::out | std::ios::binary);
+        disk << "mvm-fcdouble boot " << vm.bootId << "\n";
+      }
+      WritePage(vm, 1, "resumes=0;");
+      const uint64_t boot_pages = EnvCount("MVM_FCDOUBLE_BOOT_PAGES", 64);
+      for (uint64_t i = 0; i < boot_pages; ++i) {
+        WritePage(vm, 2 + i * 3, "boot " + vm.bootId + " page " + std::to_string(i));
+      }
       if (!Mode("no-ready")) Console(vm, "MVM-READY " + vm.bootId);
       return {};
     }
@@ -264,7 +358,7 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
       vm.paused = true;
     } else if (state == "Resumed") {
       vm.paused = false;
-      ++vm.resumes;
+      Resumed(vm);
     } else
       return Fault("unknown state " + state);
     return {};
@@ -273,8 +367,16 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     if (!Need(body, {"snapshot_path", "mem_file_path"}, bad)) return bad;
     if (!vm.started) return Fault("Operation not supported pre-boot.");
     if (!vm.paused) return Fault("Cannot save the microVM state: the microVM must be paused.");
-    if (body["snapshot_type"].asString() == "Diff" && !vm.machine["track_dirty_pages"].asBool()) {
+    const bool diff = body["snapshot_type"].asString() == "Diff";
+    if (diff && !vm.tracking) {
       return Fault("Diff snapshots are not allowed on uVMs with dirty page tracking disabled.");
+    }
+    static bool failed_once = false;
+    if (Mode("fail-create") || (Mode("fail-create-once") && !failed_once)) {
+      // Firecracker may have reset its dirty bitmap before failing: the pages are forgotten.
+      failed_once = true;
+      vm.dirty.clear();
+      return Fault("Cannot save the microVM state: injected failure");
     }
     Json::Value state;
     state["magic"] = "mvm-fcdouble-snapshot";
@@ -282,24 +384,17 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     state["machine"] = vm.machine;
     state["ifaces"] = vm.ifaces;
     state["drives"] = vm.drives;
+    state["vsock"] = vm.vsock;
+    for (const auto& [page, content] : vm.pages) state["pages"][std::to_string(page)] = content;
     {
       std::ofstream out(Host(body["snapshot_path"].asString()), std::ios::trunc);
       if (!out) return Fault("Cannot create the snapshot file");
       out << Compact(state);
     }
-    const std::string mem = Host(body["mem_file_path"].asString());
-    {
-      // Full: the boot id at 0 and the resume counter at 4096. Diff: only the page that
-      // changed since the load (the counter), the rest a hole, as Firecracker writes it.
-      std::ofstream out(mem, std::ios::trunc | std::ios::binary);
-      if (!out) return Fault("Cannot create the memory file");
-      if (body["snapshot_type"].asString() != "Diff") out << vm.bootId;
-      out.seekp(4096);
-      out << "resumes=" << vm.resumes << ";";
+    if (!WriteMemory(vm, Host(body["mem_file_path"].asString()), !diff)) {
+      return Fault("Cannot write the memory file");
     }
-    if (truncate(mem.c_str(), vm.machine["mem_size_mib"].asInt64() << 20) != 0) {
-      return Fault("Cannot size the memory file");
-    }
+    vm.dirty.clear();  // Firecracker resets dirty tracking with each snapshot
     return {};
   }
   if (path == "/snapshot/load" && method == "PUT") {
@@ -339,20 +434,37 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     if (static_cast<int64_t>(mem.tellg()) != (state["machine"]["mem_size_mib"].asInt64() << 20)) {
       return fatal("the memory file does not match the snapshot's memory size");
     }
-    mem.seekg(0);
-    std::string boot_id(state["bootId"].asString().size(), '\0');
-    mem.read(boot_id.data(), static_cast<std::streamsize>(boot_id.size()));
-    if (boot_id != state["bootId"].asString()) return fatal("memory file content mismatch");
-    mem.seekg(4096);
+    // The guest's memory must be what it wrote: every recorded page, at its offset.
+    for (const auto& key : state["pages"].getMemberNames()) {
+      const std::string want = state["pages"][key].asString();
+      std::string got(want.size(), '\0');
+      mem.seekg(static_cast<std::streamoff>(std::stoull(key) * kPage));
+      mem.read(got.data(), static_cast<std::streamsize>(got.size()));
+      if (got != want) return fatal("memory file content mismatch at page " + key);
+    }
+    const std::string boot_id = state["bootId"].asString();
+    mem.clear();
+    mem.seekg(static_cast<std::streamoff>(kPage));
     std::string counter;
     std::getline(mem, counter, ';');
     if (counter.rfind("resumes=", 0) != 0) return fatal("memory file has no resume counter");
     vm.resumes = std::stoull(counter.substr(8));
-    if (body["track_dirty_pages"].asBool()) state["machine"]["track_dirty_pages"] = true;
     for (const auto& d : state["drives"]) {
-      if (!FileExists(d["path_on_host"].asString())) {
-        return fatal("drive " + d["path_on_host"].asString() + " is missing");
+      const std::string drive = d["path_on_host"].asString();
+      if (!FileExists(drive)) return fatal("drive " + drive + " is missing");
+      // A guest restored onto another disk than the one its memory knows corrupts it.
+      std::ifstream disk(Host(drive), std::ios::binary);
+      std::string head;
+      std::getline(disk, head);
+      if (!d["is_read_only"].asBool() &&
+          head != "mvm-fcdouble boot " + state["bootId"].asString()) {
+        return fatal("drive " + drive + " is not the disk the snapshot was taken with");
       }
+    }
+    vm.vsock = state["vsock"];
+    if (body.isMember("vsock_override")) {
+      if (vm.vsock.isNull()) return fatal("vsock override for a VM without vsock");
+      vm.vsock["uds_path"] = body["vsock_override"]["uds_path"];
     }
     vm.ifaces = state["ifaces"];
     for (const auto& o : body["network_overrides"]) {
@@ -363,13 +475,25 @@ Reply Handle(Vm& vm, const std::string& method, const std::string& path, const s
     vm.machine = state["machine"];
     vm.drives = state["drives"];
     vm.bootId = boot_id;
+    vm.pages.clear();
+    for (const auto& key : state["pages"].getMemberNames()) {
+      vm.pages[std::stoull(key)] = state["pages"][key].asString();
+    }
+    vm.dirty.clear();
+    // The load's flag decides, whatever the snapshotted VM had.
+    vm.tracking = body["track_dirty_pages"].asBool() || body["enable_diff_snapshots"].asBool();
     vm.started = true;
-    vm.paused = !body["resume_vm"].asBool();
+    vm.paused = true;
     std::string taps;
     for (const auto& name : vm.ifaces.getMemberNames()) {
       taps += " " + name + "=" + vm.ifaces[name]["host_dev_name"].asString();
     }
+    if (!vm.vsock.isNull()) taps += " vsock=" + vm.vsock["uds_path"].asString();
     Console(vm, "MVM-RESTORED " + vm.bootId + " resumes=" + std::to_string(vm.resumes) + taps);
+    if (body["resume_vm"].asBool()) {
+      vm.paused = false;
+      Resumed(vm);
+    }
     return {};
   }
   return Fault("Invalid request method and/or path: " + method + " " + path);

@@ -1,5 +1,6 @@
 // FirecrackerVmm with a real Firecracker (label e2e): the whole lifecycle of one guest from the
-// image of hack/build-guest-image.sh, directly and, when a jailer is found, through it.
+// image of hack/build-guest-image.sh, directly and, when a jailer is found, through it; the
+// same for a pool base snapshot (two instances start from it, Sleep writes a Diff, Wake).
 // Skipped, with the reason, only where no firecracker binary exists (MVM_FC_BINARY, else PATH),
 // /dev/kvm is missing, or the guest image is missing. docs/firecracker.md lists what the guest
 // kernel must have for Firecracker (virtio-mmio devices from the command line).
@@ -10,6 +11,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 
 #include "runtime/firecracker_vmm.h"
 #include "runtime/process.h"
@@ -28,7 +30,7 @@ std::optional<std::string> Binary(const char* env, const char* name) {
   return found->string();
 }
 
-void Lifecycle(bool jailer) {
+void Lifecycle(bool jailer, bool base = false) {
   auto firecracker = Binary("MVM_FC_BINARY", "firecracker");
   if (!firecracker) GTEST_SKIP() << "no firecracker binary (MVM_FC_BINARY or PATH)";
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/kvm";
@@ -57,17 +59,32 @@ void Lifecycle(bool jailer) {
   spec.cmd = {"/bin/sh", "-c", "exec sleep 2147483647"};
   spec.resources.memoryMiB = 128;
   spec.policy.gracefulStopSeconds = 10;
+  spec.snapshot.base = base;
   VmmTarget t{{"acme", "web-1"}, "web", &spec, dir / "instances/web-1", {}};
   ASSERT_TRUE((*vmm)->Prepare(t).ok());
   auto started = (*vmm)->Start(t);
   ASSERT_TRUE(started.ok()) << started.error().message;
   t.handle = *started;
+  // A pool base: a second instance starts from the same base, on its own disk.
+  VmmTarget t2{{"acme", "web-2"}, "web", &spec, dir / "instances/web-2", {}};
+  if (base) {
+    ASSERT_TRUE((*vmm)->Prepare(t2).ok());
+    auto second = (*vmm)->Start(t2);
+    ASSERT_TRUE(second.ok()) << second.error().message;
+    t2.handle = *second;
+    EXPECT_EQ((*vmm)->Probe(t2).observed, InstanceState::kRunning);
+  }
   ASSERT_TRUE((*vmm)->Pause(t).ok());
   EXPECT_EQ((*vmm)->Probe(t).observed, InstanceState::kWarm);
   ASSERT_TRUE((*vmm)->Resume(t).ok());
   ASSERT_TRUE((*vmm)->Pause(t).ok());
   Status slept = (*vmm)->Sleep(t);
   ASSERT_TRUE(slept.ok()) << slept.error().message;
+  if (base) {
+    const auto paths = (*vmm)->PathsFor(t.dir);
+    EXPECT_TRUE(std::filesystem::exists(paths.memDiff)) << "a Diff of the base";
+    EXPECT_FALSE(std::filesystem::exists(paths.mem));
+  }
   auto woke = (*vmm)->Wake(t);
   ASSERT_TRUE(woke.ok()) << woke.error().message;
   t.handle = *woke;
@@ -78,6 +95,9 @@ void Lifecycle(bool jailer) {
   EXPECT_TRUE(stopped.ok()) << stopped.error().message;
   EXPECT_FALSE(runtime::IsAlive({woke->pid, woke->startTime}));
   EXPECT_TRUE((*vmm)->Destroy(t).ok());
+  if (base) {
+    EXPECT_TRUE((*vmm)->Destroy(t2).ok());
+  }
 }
 
 TEST(FirecrackerE2e, FirecrackerVmm_RealGuestLifecycle) {
@@ -85,6 +105,12 @@ TEST(FirecrackerE2e, FirecrackerVmm_RealGuestLifecycle) {
 }
 TEST(FirecrackerE2e, FirecrackerVmm_RealGuestLifecycleThroughTheJailer) {
   Lifecycle(true);
+}
+TEST(FirecrackerE2e, FirecrackerVmm_PoolBaseSnapshotStartsSleepsAsDiffAndWakes) {
+  Lifecycle(false, /*base=*/true);
+}
+TEST(FirecrackerE2e, FirecrackerVmm_PoolBaseSnapshotThroughTheJailer) {
+  Lifecycle(true, /*base=*/true);
 }
 
 }  // namespace

@@ -42,6 +42,15 @@ TEST_F(FirecrackerSpecTest, AcceptsDocumentedRequests) {
           R"("resume_vm":true,"network_overrides":[{"iface_id":"eth0","host_dev_name":"tap0"}]})"),
       "");
   EXPECT_EQ(Why("PUT", "/mmds", R"({"anything":{"goes":[1,2]}})"), "");
+  // What a pool base uses: a load that tracks dirty pages and moves the vsock socket, a Diff.
+  EXPECT_EQ(
+      Why("PUT", "/snapshot/load",
+          R"({"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"},)"
+          R"("resume_vm":true,"track_dirty_pages":true,"vsock_override":{"uds_path":"/v"}})"),
+      "");
+  EXPECT_EQ(Why("PUT", "/snapshot/create",
+                R"({"snapshot_type":"Diff","snapshot_path":"/s","mem_file_path":"/m"})"),
+            "");
 }
 
 TEST_F(FirecrackerSpecTest, RejectsUnknownPathsMethodsFieldsAndValues) {
@@ -58,6 +67,11 @@ TEST_F(FirecrackerSpecTest, RejectsUnknownPathsMethodsFieldsAndValues) {
                   R"({"snapshot_path":"/s","mem_file_path":"/m","snapshot_type":"Half"})"),
               HasSubstr("invalid"));
   EXPECT_THAT(Why("PUT", "/boot-source", ""), HasSubstr("required"));
+  EXPECT_THAT(Why("PUT", "/snapshot/load",
+                  R"({"snapshot_path":"/s","drive_overrides":[{"drive_id":"rootfs"}]})"),
+              HasSubstr("invalid"));
+  EXPECT_THAT(Why("PUT", "/snapshot/load", R"({"snapshot_path":"/s","vsock_override":{}})"),
+              HasSubstr("invalid"));
   EXPECT_THAT(Why("GET", "/", "{}"), HasSubstr("describes none"));
   EXPECT_THAT(Why("PUT", "/vsock", R"({"guest_cid":2,"uds_path":"/v"})"), HasSubstr("invalid"));
 }

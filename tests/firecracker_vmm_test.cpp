@@ -1,12 +1,15 @@
 // FirecrackerVmm against tests/firecracker_double (a stand-in for the firecracker binary that
 // enforces the API's rules) and tests/fake_jailer.sh: every lifecycle path, directly and
 // through the jailer, and the failure cases (hung socket, failed snapshot load, a guest that
-// ignores Ctrl-Alt-Del, a VMM that ignores SIGTERM, a guest that never reports ready). After
-// every test, every request the driver sent is checked against Firecracker's own API
-// description (../shared/firecracker/firecracker-api.yaml); a missing description FAILS.
+// ignores Ctrl-Alt-Del, a VMM that ignores SIGTERM, a guest that never reports ready), the pool
+// base snapshot (one template, starts from it, Diff sleeps, rebased wakes, spec changes, failed
+// creation) and TAPs under the jailer's --netns. After every test, every request the driver
+// sent is checked against Firecracker's own API description
+// (../shared/firecracker/firecracker-api.yaml); a missing description FAILS.
 
 #include "runtime/firecracker_vmm.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <net/if.h>
@@ -14,9 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -297,53 +303,215 @@ std::string LastSnapshotType(const fs::path& log) {
   return type;
 }
 
-TEST_F(FirecrackerVmmTest, Sleep_DiffSnapshotAfterAWakeIsAppliedToTheLoadedBase) {
+int CountRequests(const std::vector<std::string>& requests, const std::string& what) {
+  return static_cast<int>(std::count(requests.begin(), requests.end(), what));
+}
+
+// Names in <pool>/fc-base (the pool directory of Target() is dir_).
+std::vector<std::string> BaseEntries(const fs::path& pool) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(pool / "fc-base", ec), end; !ec && it != end; it.increment(ec)) {
+    out.push_back(it->path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+uintmax_t AllocatedBytes(const fs::path& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uintmax_t>(st.st_blocks) * 512 : 0;
+}
+
+std::string BootIdOf(const VmmHandle& h) {
+  return (*runtime::ParseJsonObject(h.data))["bootId"].asString();
+}
+
+TEST_F(FirecrackerVmmTest, BaseSnapshot_CreatedOnceTwoInstancesStartFromItAndSleepAsDiffs) {
+  spec_.snapshot.base = true;
   for (bool jailer : {false, true}) {
+    SCOPED_TRACE(jailer ? "jailer" : "direct");
     MakeVmm(jailer);
-    runtime::FirecrackerOptions o = vmm_->options();
-    o.diffSnapshots = true;
-    vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
-    const std::string name = jailer ? "web-j" : "web-d";
-    VmmTarget t = Target(name);
-    const auto paths = Paths(name);
-    ASSERT_TRUE(vmm_->Prepare(t).ok());
-    auto started = vmm_->Start(t);
-    ASSERT_TRUE(started.ok()) << started.error().message;
-    const std::string boot_id = (*runtime::ParseJsonObject(started->data))["bootId"].asString();
-    t.handle = *started;
-    // resumes=1, then a Full snapshot (no base yet).
-    ASSERT_TRUE(vmm_->Pause(t).ok());
-    ASSERT_TRUE(vmm_->Resume(t).ok());
-    ASSERT_TRUE(vmm_->Pause(t).ok());
-    ASSERT_TRUE(vmm_->Sleep(t).ok());
-    EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Full");
-    auto woke = vmm_->Wake(t);
-    ASSERT_TRUE(woke.ok()) << woke.error().message;
-    t.handle = *woke;
-    EXPECT_THAT(ReadAll(paths.console), HasSubstr("MVM-RESTORED " + boot_id + " resumes=1"));
-    EXPECT_TRUE(fs::exists(paths.mem)) << "the base is kept";
-    EXPECT_TRUE(fs::exists(paths.base));
-    EXPECT_FALSE(vmm_->Probe(t).snapshot);
-    // resumes=2, then a Diff: only that page is written, and applied to the base.
-    ASSERT_TRUE(vmm_->Pause(t).ok());
-    ASSERT_TRUE(vmm_->Resume(t).ok());
-    ASSERT_TRUE(vmm_->Pause(t).ok());
-    Status slept = vmm_->Sleep(t);
+    fs::remove(dir_ / "requests.jsonl");
+    const std::string a = jailer ? "web-ja" : "web-da", b = jailer ? "web-jb" : "web-db";
+    VmmTarget ta = Target(a), tb = Target(b);
+    ASSERT_TRUE(vmm_->Prepare(ta).ok());
+    ASSERT_TRUE(vmm_->Prepare(tb).ok());
+    // Two instances race for the base: one template boot, two loads.
+    Result<VmmHandle> sa = Error{"not run"}, sb = Error{"not run"};
+    std::thread other([&] { sb = vmm_->Start(tb); });
+    sa = vmm_->Start(ta);
+    other.join();
+    ASSERT_TRUE(sa.ok()) << sa.error().message;
+    ASSERT_TRUE(sb.ok()) << sb.error().message;
+    auto requests = Requests();
+    EXPECT_EQ(CountRequests(requests, "PUT /boot-source"), 1) << "one template boot";
+    EXPECT_EQ(CountRequests(requests, "PUT /snapshot/load"), 2);
+    auto entries = BaseEntries(dir_.path());
+    ASSERT_EQ(entries.size(), 2u) << ::testing::PrintToString(entries);  // <key>, lock
+    const std::string key = entries[0];
+    EXPECT_EQ(entries[1], "lock");
+    const fs::path base = dir_ / "fc-base" / key;
+    EXPECT_TRUE(fs::exists(base / "template.json"));
+    EXPECT_EQ(fs::file_size(base / "mem"), 128u << 20);
+    // Both are clones of the template: its boot id, each on its own disk and vsock.
+    EXPECT_EQ(BootIdOf(*sa), BootIdOf(*sb));
+    EXPECT_THAT(ReadAll(Paths(a).console), HasSubstr("MVM-RESTORED " + BootIdOf(*sa)));
+    if (!jailer) {
+      EXPECT_THAT(ReadAll(Paths(a).console),
+                  HasSubstr("vsock=" + (Paths(a).sockets / "v.sock").string()));
+      EXPECT_THAT(ReadAll(Paths(b).console),
+                  HasSubstr("vsock=" + (Paths(b).sockets / "v.sock").string()));
+    }
+    EXPECT_EQ(ReadAll(Paths(a).baseKey), key + "\n");
+    EXPECT_EQ(ReadAll(Paths(b).baseKey), key + "\n");
+
+    // Sleep: a Diff holding only the pages written since the load.
+    ta.handle = *sa;
+    ASSERT_TRUE(vmm_->Pause(ta).ok());
+    Status slept = vmm_->Sleep(ta);
     ASSERT_TRUE(slept.ok()) << slept.error().message;
     EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Diff");
-    EXPECT_FALSE(fs::exists(paths.snapshots / "mem.diff"));
-    EXPECT_EQ(fs::file_size(paths.mem), 128u << 20);
-    EXPECT_TRUE(vmm_->Probe(t).snapshot);
-    auto again = vmm_->Wake(t);
-    ASSERT_TRUE(again.ok()) << again.error().message;
-    EXPECT_THAT(ReadAll(paths.console), HasSubstr("MVM-RESTORED " + boot_id + " resumes=2"));
-    // A fresh boot forgets the base.
-    ASSERT_TRUE(vmm_->Stop(Target(name, *again)).ok());
-    EXPECT_FALSE(fs::exists(paths.mem));
-    EXPECT_FALSE(fs::exists(paths.base));
-    ASSERT_TRUE(vmm_->Destroy(Target(name, *again)).ok());
-    ExpectNoProcessOrSocket(name);
+    EXPECT_TRUE(fs::exists(Paths(a).memDiff));
+    EXPECT_FALSE(fs::exists(Paths(a).mem));
+    EXPECT_EQ(fs::file_size(Paths(a).memDiff), 128u << 20);
+    EXPECT_LT(AllocatedBytes(Paths(a).memDiff), 1u << 20) << "only the dirty pages";
+    EXPECT_TRUE(vmm_->Probe(ta).snapshot);
+    // Wake: rebased onto the base (the double checks every page the guest wrote), twice, so
+    // that the second Diff is merged into the first.
+    for (int cycle = 1; cycle <= 2; ++cycle) {
+      SCOPED_TRACE(cycle);
+      auto woke = vmm_->Wake(ta);
+      ASSERT_TRUE(woke.ok()) << woke.error().message;
+      EXPECT_THAT(ReadAll(Paths(a).console),
+                  HasSubstr("MVM-RESTORED " + BootIdOf(*sa) + " resumes=" + std::to_string(cycle)));
+      EXPECT_FALSE(fs::exists(Paths(a).mem)) << "the rebased file is not kept";
+      EXPECT_FALSE(fs::exists(Paths(a).vmstate));
+      ta.handle = *woke;
+      ASSERT_TRUE(vmm_->Pause(ta).ok());
+      ASSERT_TRUE(vmm_->Sleep(ta).ok());
+      EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Diff");
+    }
+    auto last = vmm_->Wake(ta);
+    ASSERT_TRUE(last.ok()) << last.error().message;
+    EXPECT_THAT(ReadAll(Paths(a).console), HasSubstr("resumes=3"));
+    ta.handle = *last;
+
+    // The base outlives one user and goes with the last.
+    ASSERT_TRUE(vmm_->Stop(ta).ok());
+    ASSERT_TRUE(vmm_->Destroy(ta).ok());
+    EXPECT_TRUE(fs::exists(base / "mem")) << "still used by " << b;
+    ASSERT_TRUE(vmm_->Destroy(Target(b, *sb)).ok());
+    EXPECT_THAT(BaseEntries(dir_.path()), ::testing::ElementsAre("lock"));
+    ExpectNoProcessOrSocket(a);
+    ExpectNoProcessOrSocket(b);
   }
+}
+
+TEST_F(FirecrackerVmmTest, BaseSnapshot_SpecChangeMakesANewBaseAndTheOldStaysWhileUsed) {
+  spec_.snapshot.base = true;
+  MakeVmm(false);
+  VmmTarget ta = Target("web-a"), tb = Target("web-b");
+  ASSERT_TRUE(vmm_->Prepare(ta).ok());
+  ASSERT_TRUE(vmm_->Prepare(tb).ok());
+  auto sa = vmm_->Start(ta);
+  ASSERT_TRUE(sa.ok()) << sa.error().message;
+  ta.handle = *sa;
+  ASSERT_TRUE(vmm_->Pause(ta).ok());
+  ASSERT_TRUE(vmm_->Sleep(ta).ok());
+  const std::string old_key = ReadAll(Paths("web-a").baseKey);
+  // A new image revision: a new base; the old one stays for the sleeping instance.
+  WriteFile(dir_ / "images/vmlinux", "a rebuilt kernel");
+  auto sb = vmm_->Start(tb);
+  ASSERT_TRUE(sb.ok()) << sb.error().message;
+  const std::string new_key = ReadAll(Paths("web-b").baseKey);
+  EXPECT_NE(new_key, old_key);
+  EXPECT_EQ(BaseEntries(dir_.path()).size(), 3u);
+  EXPECT_NE(BootIdOf(*sb), BootIdOf(*sa)) << "a new template boot";
+  auto woke = vmm_->Wake(ta);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  EXPECT_EQ(BootIdOf(*woke), BootIdOf(*sa)) << "woken on the base it slept on";
+  // Restarted, it moves to the new base and the old one goes.
+  ASSERT_TRUE(vmm_->Stop(Target("web-a", *woke)).ok());
+  auto again = vmm_->Start(ta);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(ReadAll(Paths("web-a").baseKey), new_key);
+  EXPECT_EQ(BootIdOf(*again), BootIdOf(*sb));
+  auto entries = BaseEntries(dir_.path());
+  EXPECT_THAT(entries,
+              ::testing::UnorderedElementsAre(new_key.substr(0, new_key.size() - 1), "lock"));
+  ASSERT_TRUE(vmm_->Destroy(Target("web-a", *again)).ok());
+  ASSERT_TRUE(vmm_->Destroy(Target("web-b", *sb)).ok());
+  ExpectNoProcessOrSocket("web-a");
+  ExpectNoProcessOrSocket("web-b");
+}
+
+TEST_F(FirecrackerVmmTest, BaseSnapshot_FailedCreationLeaksNothingAndSaysWhy) {
+  spec_.snapshot.base = true;
+  for (bool jailer : {false, true}) {
+    SCOPED_TRACE(jailer ? "jailer" : "direct");
+    for (const char* mode : {"no-ready", "fail-create"}) {
+      SCOPED_TRACE(mode);
+      MakeVmm(jailer);
+      runtime::FirecrackerOptions o = vmm_->options();
+      o.bootTimeout = std::chrono::seconds(2);
+      vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+      ::setenv("MVM_FCDOUBLE_MODE", mode, 1);
+      VmmTarget t = Target("web-1");
+      ASSERT_TRUE(vmm_->Prepare(t).ok());
+      auto started = vmm_->Start(t);
+      ASSERT_FALSE(started.ok());
+      EXPECT_THAT(started.error().message,
+                  HasSubstr("pool base snapshot: creating the pool's base"));
+      EXPECT_THAT(started.error().message,
+                  HasSubstr(std::string("failed at ") + (mode[0] == 'n' ? "boot" : "snapshot")));
+      // No template process, socket, jail, TAP or file; no instance process either.
+      EXPECT_THAT(ProcessesWith(run_.path().string()), ::testing::IsEmpty());
+      EXPECT_THAT(ProcessesWith((dir_ / "jail").string()), ::testing::IsEmpty());
+      EXPECT_TRUE(fs::is_empty(run_.path()));
+      EXPECT_TRUE(!fs::exists(dir_ / "jail/firecracker_double") ||
+                  fs::is_empty(dir_ / "jail/firecracker_double"));
+      EXPECT_THAT(BaseEntries(dir_.path()), ::testing::ElementsAre("lock"));
+      ExpectNoProcessOrSocket("web-1");
+      ::unsetenv("MVM_FCDOUBLE_MODE");
+      auto retried = vmm_->Start(t);
+      ASSERT_TRUE(retried.ok()) << retried.error().message;
+      ASSERT_TRUE(vmm_->Destroy(Target("web-1", *retried)).ok());
+      EXPECT_THAT(BaseEntries(dir_.path()), ::testing::ElementsAre("lock"));
+    }
+  }
+}
+
+TEST_F(FirecrackerVmmTest, BaseSnapshot_RetriedSleepAfterAFailedDiffTakesAFullSnapshot) {
+  spec_.snapshot.base = true;
+  MakeVmm(false);
+  VmmTarget t0 = Target("web-0"), t = Target("web-1");
+  ASSERT_TRUE(vmm_->Prepare(t0).ok());
+  auto first = vmm_->Start(t0);  // makes the base
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  ::setenv("MVM_FCDOUBLE_MODE", "fail-create-once", 1);
+  auto started = vmm_->Start(t);
+  ::unsetenv("MVM_FCDOUBLE_MODE");
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  t.handle = *started;
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  Status failed = vmm_->Sleep(t);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.error().message, HasSubstr("injected failure"));
+  EXPECT_FALSE(fs::exists(Paths("web-1").vmstate));
+  // Firecracker may have reset its dirty bitmap: a second Diff could miss pages.
+  ASSERT_TRUE(vmm_->Sleep(t).ok());
+  EXPECT_EQ(LastSnapshotType(dir_ / "requests.jsonl"), "Full");
+  EXPECT_FALSE(fs::exists(Paths("web-1").memDiff));
+  EXPECT_EQ(fs::file_size(Paths("web-1").mem), 128u << 20);
+  auto woke = vmm_->Wake(t);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  EXPECT_THAT(ReadAll(Paths("web-1").console), HasSubstr("resumes=1"));
+  ASSERT_TRUE(vmm_->Destroy(Target("web-1", *woke)).ok());
+  ASSERT_TRUE(vmm_->Destroy(Target("web-0", *first)).ok());
+  ExpectNoProcessOrSocket("web-1");
+  ExpectNoProcessOrSocket("web-0");
 }
 
 TEST_F(FirecrackerVmmTest, Network_TapIsCreatedNamedOnWakeAndDeletedOnDestroy) {
@@ -371,6 +539,83 @@ TEST_F(FirecrackerVmmTest, Network_TapIsCreatedNamedOnWakeAndDeletedOnDestroy) {
   ASSERT_TRUE(vmm_->Destroy(Target("web-1", *woke)).ok());
   EXPECT_EQ(::if_nametoindex(tap.c_str()), 0u);
   ExpectNoProcessOrSocket("web-1");
+}
+
+// A network namespace that lives as long as this object: a thread unshares one and waits.
+class ScratchNetns {
+ public:
+  ScratchNetns() {
+    thread_ = std::thread([this] {
+      std::unique_lock lock(mu_);
+      ok_ = ::unshare(CLONE_NEWNET) == 0;
+      path_ =
+          "/proc/" + std::to_string(::getpid()) + "/task/" + std::to_string(::gettid()) + "/ns/net";
+      ready_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return done_; });
+    });
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return ready_; });
+  }
+  ~ScratchNetns() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  bool ok() const { return ok_; }
+  const std::string& path() const { return path_; }
+  // if_nametoindex(name) as seen from inside the namespace.
+  unsigned IndexOf(const std::string& name) const {
+    unsigned index = 0;
+    std::thread([&] {
+      int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd >= 0 && ::setns(fd, CLONE_NEWNET) == 0) index = ::if_nametoindex(name.c_str());
+      if (fd >= 0) ::close(fd);
+    }).join();
+    return index;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool ready_ = false, done_ = false, ok_ = false;
+  std::string path_;
+  std::thread thread_;
+};
+
+TEST_F(FirecrackerVmmTest, Network_UnderTheJailersNetnsTheTapIsCreatedAndRemovedThere) {
+  // mvmd's own namespace is a private one too: the host's is never touched.
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot create a network namespace (root)";
+  if (!fs::exists("/dev/net/tun")) GTEST_SKIP() << "no /dev/net/tun";
+  ScratchNetns tenant_ns;
+  ASSERT_TRUE(tenant_ns.ok());
+  MakeVmm(true);
+  runtime::FirecrackerOptions o = vmm_->options();
+  o.network = true;
+  o.jailer.netns = tenant_ns.path();
+  vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+  VmmTarget t = Target("web-1");
+  const std::string tap = Paths("web-1").tap;
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  EXPECT_NE(tenant_ns.IndexOf(tap), 0u) << "the TAP is where Firecracker runs";
+  EXPECT_EQ(::if_nametoindex(tap.c_str()), 0u) << "and not in mvmd's namespace";
+  ASSERT_TRUE(vmm_->Prepare(t).ok()) << "idempotent";
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_THAT(ReadAll(dir_ / "jailer.log"), HasSubstr("--netns " + tenant_ns.path()));
+  ASSERT_TRUE(vmm_->Destroy(Target("web-1", *started)).ok());
+  EXPECT_EQ(tenant_ns.IndexOf(tap), 0u);
+  ExpectNoProcessOrSocket("web-1");
+  // A namespace that does not exist is named in the error.
+  o.jailer.netns = (dir_ / "no-such-netns").string();
+  vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+  Status refused = vmm_->Prepare(t);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error().message, HasSubstr("open network namespace"));
+  EXPECT_TRUE(vmm_->Destroy(t).ok());
 }
 
 TEST_F(FirecrackerVmmTest, Start_HungApiSocketFailsWithinTheDeadlineAndLeavesNothing) {
@@ -462,6 +707,13 @@ TEST_F(FirecrackerVmmTest, Api_RulesOfTheDoubleSurfaceAsFaultMessages) {
       api.Call("PUT", "/snapshot/create", R"({"snapshot_path":"/tmp/x","mem_file_path":"/tmp/y"})");
   ASSERT_FALSE(snap.ok());
   EXPECT_THAT(snap.error().message, HasSubstr("must be paused"));
+  // A Diff needs dirty page tracking (off for this boot).
+  ASSERT_TRUE(api.Call("PATCH", "/vm", R"({"state":"Paused"})").ok());
+  auto diff =
+      api.Call("PUT", "/snapshot/create",
+               R"({"snapshot_type":"Diff","snapshot_path":"/tmp/x","mem_file_path":"/tmp/y"})");
+  ASSERT_FALSE(diff.ok());
+  EXPECT_THAT(diff.error().message, HasSubstr("dirty page tracking disabled"));
   // A load needs a fresh process.
   auto load = api.Call(
       "PUT", "/snapshot/load",

@@ -7,8 +7,11 @@ instance, and a second pool that names `runtime: qemu` with MVM_QEMU_BINARY set 
 does not exist, so the router must fail that pool's instances with the reason. Checks:
   1. the firecracker pool converges: Running, Warm and Sleeping instances, each Running/Warm one
      with a live firecracker_double whose pid mvmd records, the Sleeping one with a snapshot;
-  2. the qemu pool's instances carry the router's error naming the missing qemu;
-  3. removing the pools destroys everything: no firecracker_double process, no instance dir.
+  2. a pool with `snapshot: {base: true}` gets one base snapshot; its Sleeping instance holds a
+     Diff of it (mem.diff, no full mem), its Running one a live VMM started from it;
+  3. the qemu pool's instances carry the router's error naming the missing qemu;
+  4. removing the pools destroys everything: no firecracker_double process, no instance dir,
+     no base snapshot.
 
 Usage: mvmd_firecracker_test.py MVMD MVMCTL FIRECRACKER_DOUBLE (exit 0 = pass)
 """
@@ -81,6 +84,11 @@ def main():
                 "  resources: {vcpus: 1, memoryMiB: 64}\n"
                 "  replicas: {running: 1, warm: 1, sleeping: 1}\n"
                 "  policy: {gracefulStopSeconds: 2}\n---\n"
+                "apiVersion: mvm.dev/v1alpha1\nkind: Pool\nmetadata: {name: base, tenant: acme}\n"
+                "spec:\n  image: {kernel: vmlinux, rootfs: rootfs.ext4}\n"
+                "  resources: {vcpus: 1, memoryMiB: 64}\n  snapshot: {base: true}\n"
+                "  replicas: {running: 1, sleeping: 1}\n"
+                "  policy: {gracefulStopSeconds: 2}\n---\n"
                 "apiVersion: mvm.dev/v1alpha1\nkind: Pool\nmetadata: {name: slow, tenant: acme}\n"
                 "spec:\n  runtime: qemu\n  image: {kernel: vmlinux, rootfs: rootfs.ext4}\n"
                 "  replicas: {running: 1}\n")
@@ -125,7 +133,24 @@ def main():
                 check(os.path.exists(os.path.join(snap, "vmstate")) and
                       os.path.exists(os.path.join(snap, "mem")),
                       "%s: Sleeping without a snapshot in %s" % (i["name"], snap))
-        check(len(doubles(run)) == 2, "expected 2 live VMMs, found %s" % doubles(run))
+
+        def base_converged():
+            items = instances() or []
+            pool = [i for i in items if i["pool"] == "base" and i["state"] == i["target"]]
+            return pool if sorted(i["state"] for i in pool) == ["Running", "Sleeping"] else None
+        based = wait_for("pool base Running+Sleeping", base_converged, 90)
+        base_pool = os.path.join(state, "tenants/acme/pools/base")
+        keys = [k for k in os.listdir(os.path.join(base_pool, "fc-base")) if k != "lock"]
+        check(len(keys) == 1, "expected one base snapshot, found %s" % keys)
+        for i in based:
+            snap = os.path.join(base_pool, "instances", i["name"], "snapshots")
+            with open(os.path.join(snap, "base-key")) as f:
+                check(f.read().strip() == keys[0], "%s does not name the base" % i["name"])
+            if i["state"] == "Sleeping":
+                check(os.path.exists(os.path.join(snap, "mem.diff")) and
+                      not os.path.exists(os.path.join(snap, "mem")),
+                      "%s: Sleeping without a Diff of the base in %s" % (i["name"], snap))
+        check(len(doubles(run)) == 3, "expected 3 live VMMs, found %s" % doubles(run))
 
         def slow_failed():
             items = instances() or []
@@ -141,6 +166,9 @@ def main():
         check(doubles(run) == [], "VMMs left after destroy: %s" % doubles(run))
         left = os.listdir(instance_root) if os.path.isdir(instance_root) else []
         check(left == [], "instance directories left: %s" % left)
+        bases = os.path.join(state, "tenants/acme/pools/base/fc-base")
+        left = [k for k in os.listdir(bases) if k != "lock"] if os.path.isdir(bases) else []
+        check(left == [], "base snapshots left: %s" % left)
         ok = True
     except TestFailure as e:
         print("FAIL:", e)

@@ -115,6 +115,26 @@ TEST(Parser, ReportsExactLineColumnAndFieldPath) {
   EXPECT_TRUE(result.objects.empty());
 }
 
+TEST(Parser, SnapshotBaseIsOptInAndLeavesOtherPoolsHashesAlone) {
+  ParseResult plain = ParseManifest("p.yaml", Pool(""), Options());
+  ASSERT_TRUE(plain.ok()) << ::testing::PrintToString(Messages(plain));
+  EXPECT_FALSE(plain.objects.at(0)->pool()->snapshot.base);
+  // No default object: a pool that does not ask keeps the document (and spec hash) it had.
+  EXPECT_FALSE(plain.objects.at(0)->manifest["spec"].isMember("snapshot"));
+  ParseResult base = ParseManifest("p.yaml", Pool("  snapshot: {base: true}\n"), Options());
+  ASSERT_TRUE(base.ok()) << ::testing::PrintToString(Messages(base));
+  EXPECT_TRUE(base.objects.at(0)->pool()->snapshot.base);
+  EXPECT_NE(base.objects.at(0)->specHash, plain.objects.at(0)->specHash);
+  ParseResult empty = ParseManifest("p.yaml", Pool("  snapshot: {}\n"), Options());
+  ASSERT_TRUE(empty.ok()) << ::testing::PrintToString(Messages(empty));
+  EXPECT_FALSE(empty.objects.at(0)->pool()->snapshot.base);
+  ParseResult bad = ParseManifest("p.yaml", Pool("  snapshot: {base: yes}\n"), Options());
+  ASSERT_EQ(bad.diagnostics.size(), 1u) << ::testing::PrintToString(Messages(bad));
+  EXPECT_EQ(bad.diagnostics[0].path, "spec.snapshot.base");
+  ParseResult unknown = ParseManifest("p.yaml", Pool("  snapshot: {diff: true}\n"), Options());
+  EXPECT_FALSE(unknown.ok());
+}
+
 TEST(Parser, AcceptsOnlyKnownSeccompProfiles) {
   ParseResult strict = ParseManifest("p.yaml", Pool("  security: {seccomp: strict}\n"), Options());
   ASSERT_TRUE(strict.ok()) << ::testing::PrintToString(Messages(strict));

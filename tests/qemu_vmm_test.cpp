@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <json/reader.h>
 #include <signal.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -211,6 +213,28 @@ TEST_F(QemuVmmTest, QemuVmm_PrepareSizesTheDiskToDiskMiBWithoutBooting) {
 
   ASSERT_TRUE(vmm_->Destroy(t).ok());
   EXPECT_FALSE(std::filesystem::exists(t.dir));
+}
+
+TEST_F(QemuVmmTest, QemuVmm_PoolBaseSnapshotIsIgnoredWithOneWarningPerPool) {
+  MVM_REQUIRE_QEMU(image);
+  SetUpVmm(image);
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  spdlog::default_logger()->sinks().push_back(sink);
+  spec_.snapshot.base = true;
+  ASSERT_TRUE(vmm_->Prepare(Target("base-1")).ok());
+  ASSERT_TRUE(vmm_->Prepare(Target("base-2")).ok());
+  spdlog::default_logger()->sinks().pop_back();
+  int warnings = 0;
+  for (const std::string& line : sink->last_formatted()) {
+    if (line.find("asks for spec.snapshot.base, which only the firecracker driver") !=
+        std::string::npos) {
+      ++warnings;
+      EXPECT_THAT(line, HasSubstr("pool acme/web"));
+    }
+  }
+  EXPECT_EQ(warnings, 1) << "once per pool";
+  ASSERT_TRUE(vmm_->Destroy(Target("base-1")).ok());
+  ASSERT_TRUE(vmm_->Destroy(Target("base-2")).ok());
 }
 
 TEST_F(QemuVmmTest, QemuVmm_StartFailsWithConsoleTailWhenWorkloadExits) {

@@ -57,6 +57,8 @@ PoolSpec FullSpec() {
   spec.lifecycle = manifests::Lifecycle::kJob;
   spec.replicas = {3, 2, 1};
   spec.policy = {60, 30, 300, 900, 31, 16};
+  spec.security.seccomp = "strict";
+  spec.snapshot.base = true;
   return spec;
 }
 
@@ -85,6 +87,8 @@ void ExpectSameSpec(const PoolSpec& a, const PoolSpec& b) {
   EXPECT_EQ(a.policy.warmToSleepSeconds, b.policy.warmToSleepSeconds);
   EXPECT_EQ(a.policy.drainTimeoutSeconds, b.policy.drainTimeoutSeconds);
   EXPECT_EQ(a.policy.gracefulStopSeconds, b.policy.gracefulStopSeconds);
+  EXPECT_EQ(a.security.seccomp, b.security.seccomp);
+  EXPECT_EQ(a.snapshot.base, b.snapshot.base);
 }
 
 void ExpectSameInstance(const Instance& a, const Instance& b) {
