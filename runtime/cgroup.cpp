@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -130,12 +132,45 @@ Status WriteLimits(const fs::path& dir, const CgroupLimits& limits,
     if (Status s = put("pids", "pids.max", std::to_string(limits.pidsMax)); !s.ok()) return s;
   }
   for (const auto& line : limits.ioMax) {
-    if (Status s = put("io", "io.max", line); !s.ok()) return s;
+    if (Status s = put("io", "io.max", line); !s.ok()) {
+      // The device cannot be throttled (e.g. a stacked device without a request queue): the
+      // limit is not in force, reported like a missing controller.
+      leaf.missing.push_back("io.max " + line.substr(0, line.find(' ')) + " (" + s.error().message +
+                             ")");
+    }
   }
   return {};
 }
 
 }  // namespace
+
+Result<std::string> WholeDiskOf(const fs::path& path, const fs::path& sysDevBlock) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Error{"io.max: stat " + path.string() + ": " + std::strerror(errno)};
+  }
+  const std::string device =
+      std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  if (major(st.st_dev) == 0) {
+    return Error{"io.max: " + path.string() + " is on no block device (device " + device +
+                 ": tmpfs, overlayfs or a network file system)"};
+  }
+  const fs::path entry = sysDevBlock / device;
+  std::error_code ec;
+  if (!fs::exists(entry, ec)) {
+    return Error{"io.max: block device " + device + " of " + path.string() + " is not in " +
+                 sysDevBlock.string()};
+  }
+  if (!fs::exists(entry / "partition", ec)) return device;
+  // A partition's sysfs directory sits inside its disk's: .../block/vda/vda1.
+  const fs::path disk = fs::canonical(entry, ec).parent_path();
+  std::vector<std::string> dev = Words(ReadText(disk / "dev"));
+  if (ec || dev.empty()) {
+    return Error{"io.max: cannot find the disk of partition " + device + " in " +
+                 sysDevBlock.string()};
+  }
+  return dev[0];
+}
 
 Result<fs::path> FindCgroup2Mount(const fs::path& mountinfo) {
   std::ifstream in(mountinfo);

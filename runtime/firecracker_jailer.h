@@ -11,7 +11,7 @@
 //  - --cgroup limits are emitted only for controllers the host has (a jailer asked to write a
 //    cgroup file that does not exist fails the launch); their values come from the pool's
 //    resources: cpu.max = vcpus CPUs, memory.max = guest memory + kMemoryOverheadMiB,
-//    pids.max = kPidsMax.
+//    pids.max = kPidsMax, io.max = Jail::ioMax.
 //  - LayoutJail hard-links each file into the chroot (a copy where the chroot is on another
 //    file system), gives the writable ones to the instance's uid/gid and never changes the
 //    owner or mode of a shared read-only file (the kernel).
@@ -57,11 +57,12 @@ struct Jail {
   uint32_t uid = 0, gid = 0;
   int vcpus = 1;
   int64_t memoryMiB = 128;
-  std::filesystem::path dir;      // <chrootBase>/<exec name>/<id>
-  std::filesystem::path root;     // <dir>/root
-  std::filesystem::path socket;   // <root>/run/firecracker.socket
-  std::filesystem::path pidFile;  // <root>/<exec name>.pid
-  std::filesystem::path cgroup;   // <cgroupRoot>/<parentCgroup>/<tenant>/<id>
+  std::filesystem::path dir;       // <chrootBase>/<exec name>/<id>
+  std::filesystem::path root;      // <dir>/root
+  std::filesystem::path socket;    // <root>/run/firecracker.socket
+  std::filesystem::path pidFile;   // <root>/<exec name>.pid
+  std::filesystem::path cgroup;    // <cgroupRoot>/<parentCgroup>/<tenant>/<id>
+  std::vector<std::string> ioMax;  // io.max lines (the pool's spec.resources.io), "MAJ:MIN ..."
 };
 
 // The jail id for an instance directory: "mvm-" + 12 hex digits.
@@ -83,8 +84,6 @@ struct JailFile {
 Status LayoutJail(const Jail& jail, const std::vector<JailFile>& files);
 Status RemoveJail(const JailerConfig& config, const Jail& jail);
 
-// The cgroup2 mount point from /proc/self/mounts, or "" when there is none.
-std::filesystem::path FindCgroup2Mount();
 std::set<std::string> ReadControllers(const std::filesystem::path& cgroupDir);
 
 }  // namespace mvm::runtime
