@@ -209,33 +209,61 @@ std::vector<std::string> CgroupTree::Controllers() const {
   return Words(ReadText(hierarchy_ / "cgroup.controllers"));
 }
 
+namespace {
+
+// Creates the directories of `levels` below `hierarchy`, each enabling for its children what its
+// parent enabled for it (the root offers what exists); returns what the last one's parent enabled.
+Result<std::vector<std::string>> MakeLevels(const fs::path& hierarchy,
+                                            const std::vector<fs::path>& levels) {
+  std::vector<std::string> enabled = {"cpu", "memory", "pids", "io"};
+  fs::path dir = hierarchy;
+  for (const fs::path& next : levels) {
+    enabled = EnableControllers(dir, enabled);
+    std::error_code ec;
+    fs::create_directory(next, ec);
+    if (ec) return Error{"cgroup: create " + next.string() + ": " + ec.message()};
+    dir = next;
+  }
+  return enabled;
+}
+
+}  // namespace
+
 Result<CgroupLeaf> CgroupTree::Create(const std::string& tenant, const std::string& instance,
                                       const CgroupLimits& limits,
                                       const CgroupLimits& tenantLimits) {
   if (!ValidName(tenant) || !ValidName(instance)) {
     return Error{"cgroup: invalid tenant or instance name \"" + tenant + "/" + instance + "\""};
   }
-  const std::vector<std::string> wanted = {"cpu", "memory", "pids", "io"};
   CgroupLeaf leaf;
   leaf.path = LeafPath(tenant, instance);
-  std::vector<std::string> enabled = wanted;
-  fs::path dir = hierarchy_;
-  for (const fs::path& next : {hierarchy_ / slice_, TenantPath(tenant), leaf.path}) {
-    // What a level can enable is what its parent enabled for it (the root offers what exists).
-    std::vector<std::string> here = EnableControllers(dir, enabled);
-    enabled = here;
-    std::error_code ec;
-    fs::create_directory(next, ec);
-    if (ec) return Error{"cgroup: create " + next.string() + ": " + ec.message()};
-    dir = next;
-  }
+  Result<std::vector<std::string>> enabled =
+      MakeLevels(hierarchy_, {hierarchy_ / slice_, TenantPath(tenant), leaf.path});
+  if (!enabled.ok()) return enabled.error();
   // `enabled` now holds what the tenant level enabled for the leaf; the tenant directory's own
   // limits need what the slice enabled, which contains it.
-  if (Status s = WriteLimits(TenantPath(tenant), tenantLimits, enabled, leaf); !s.ok()) {
+  if (Status s = WriteLimits(TenantPath(tenant), tenantLimits, *enabled, leaf); !s.ok()) {
     return Error{"cgroup: tenant " + tenant + ": " + s.error().message};
   }
-  if (Status s = WriteLimits(leaf.path, limits, enabled, leaf); !s.ok()) {
+  if (Status s = WriteLimits(leaf.path, limits, *enabled, leaf); !s.ok()) {
     return Error{"cgroup: " + s.error().message};
+  }
+  for (const auto& c : leaf.missing) LogMissingOnce(c, hierarchy_);
+  return leaf;
+}
+
+Result<CgroupLeaf> CgroupTree::CreateTenant(const std::string& tenant,
+                                            const CgroupLimits& tenantLimits) {
+  if (!ValidName(tenant)) return Error{"cgroup: invalid tenant name \"" + tenant + "\""};
+  CgroupLeaf leaf;
+  leaf.path = TenantPath(tenant);
+  Result<std::vector<std::string>> enabled =
+      MakeLevels(hierarchy_, {hierarchy_ / slice_, leaf.path});
+  if (!enabled.ok()) return enabled.error();
+  // The tenant's children (the jailer's leaves) get what the tenant can enable.
+  EnableControllers(leaf.path, *enabled);
+  if (Status s = WriteLimits(leaf.path, tenantLimits, *enabled, leaf); !s.ok()) {
+    return Error{"cgroup: tenant " + tenant + ": " + s.error().message};
   }
   for (const auto& c : leaf.missing) LogMissingOnce(c, hierarchy_);
   return leaf;

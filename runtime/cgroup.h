@@ -67,6 +67,10 @@ class CgroupTree {
 
   Result<CgroupLeaf> Create(const std::string& tenant, const std::string& instance,
                             const CgroupLimits& limits, const CgroupLimits& tenantLimits = {});
+  // The slice and tenant levels only, controllers enabled for the tenant's children and
+  // `tenantLimits` written: the parent a jailer creates its leaf in. CgroupLeaf::path is the
+  // tenant's directory.
+  Result<CgroupLeaf> CreateTenant(const std::string& tenant, const CgroupLimits& tenantLimits);
 
   static Status Freeze(const std::filesystem::path& leaf, bool frozen,
                        std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -157,6 +157,12 @@ ConfineRequest VmmConfineRequest(const controller::VmmTarget& target, const fs::
   return r;
 }
 
+Result<runtime::CgroupLeaf> Confiner::PrepareTenant(const controller::VmmTarget& target) const {
+  Result<CgroupTree> tree = Tree(options_);
+  if (!tree.ok()) return tree.error();
+  return tree->CreateTenant(target.key.tenant, TenantLimits(target, options_));
+}
+
 Result<uint32_t> Confiner::Uid(const fs::path& instanceDir) const {
   UidAllocator uids(options_.stateDir / "uids", options_.uidFirst, options_.uidCount);
   return uids.Acquire(instanceDir.string());

@@ -28,6 +28,7 @@
 
 #include "common/result.h"
 #include "controller/vmm.h"
+#include "runtime/cgroup.h"
 #include "runtime/jail.h"
 
 namespace mvm::runtime {
@@ -92,6 +93,10 @@ class Confiner {
   Result<Confinement> Confine(const ConfineRequest& request) const;
   Status Release(const controller::VmmTarget& target, const std::filesystem::path& instanceDir,
                  bool destroy) const;
+  // The tenant's level alone (slice and tenant directories, controllers enabled, the tenant's
+  // quota as limits): the --parent-cgroup a jailer makes its own leaf in. Error when no cgroup
+  // v2 hierarchy is mounted or a limit is refused.
+  Result<runtime::CgroupLeaf> PrepareTenant(const controller::VmmTarget& target) const;
   // The instance's uid (allocated on first use), e.g. to own its TAP before the VMM starts.
   Result<uint32_t> Uid(const std::filesystem::path& instanceDir) const;
   // The instance's cgroup leaf; empty when no cgroup v2 hierarchy is mounted.

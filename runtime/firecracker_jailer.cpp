@@ -152,6 +152,7 @@ Status RemoveJail(const JailerConfig& config, const Jail& jail) {
     if (::rmdir(jail.cgroup.c_str()) != 0 && errno != ENOENT) {
       return Error{"remove the cgroup " + jail.cgroup.string() + ": " + std::strerror(errno)};
     }
+    ::rmdir(jail.cgroup.parent_path().c_str());  // the tenant's, when this was its last VMM
   }
   return {};
 }

@@ -15,8 +15,9 @@
 //  - LayoutJail hard-links each file into the chroot (a copy where the chroot is on another
 //    file system), gives the writable ones to the instance's uid/gid and never changes the
 //    owner or mode of a shared read-only file (the kernel).
-//  - RemoveJail removes <chrootBase>/<exec>/<id> and the instance's cgroup directory, and only
-//    those: a malformed id is refused rather than widening the removal.
+//  - RemoveJail removes <chrootBase>/<exec>/<id> and the instance's cgroup directory (and the
+//    tenant's, once empty), and only those: a malformed id is refused rather than widening the
+//    removal.
 
 #include <cstdint>
 #include <filesystem>

@@ -611,6 +611,17 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore) 
     }
     if (Status s = LayoutJail(jail, files); !s.ok())
       return Error{std::string(verb) + ": " + s.error().message};
+    if (!options_.jailer.cgroupRoot.empty()) {
+      // The jailer makes its leaf in --parent-cgroup; the tenant's level, with the tenant's
+      // quota, is mvm's to provide (docs/security.md).
+      ConfinementOptions tenant_level = options_.confinement;
+      tenant_level.cgroupHierarchy = options_.jailer.cgroupRoot;
+      tenant_level.cgroupSlice = options_.jailer.parentCgroup;
+      tenant_level.memoryOverheadMiB = kMemoryOverheadMiB;
+      tenant_level.pidsMax = kPidsMax;
+      Result<runtime::CgroupLeaf> parent = Confiner(tenant_level).PrepareTenant(target);
+      if (!parent.ok()) return Error{std::string(verb) + ": " + parent.error().message};
+    }
     vm = {"/vmlinux",         initrd ? "/initrd" : "", "/rootfs.ext4",
           "/firecracker.log", "/metrics.json",         "/console.log",
           "/v.sock",          "/snapshot/vmstate",     "/snapshot/mem"};

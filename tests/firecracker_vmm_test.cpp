@@ -97,7 +97,9 @@ class FirecrackerVmmTest : public ::testing::Test {
       o.useJailer = true;
       o.jailerBinary = MVM_FAKE_JAILER;
       o.jailer.chrootBase = dir_ / "jail";
-      o.jailer.cgroupRoot = dir_ / "cgroup";  // nothing is created there by the fake jailer
+      // A stand-in hierarchy: the driver makes the tenant's level there, the fake jailer nothing.
+      o.jailer.cgroupRoot = dir_ / "cgroup";
+      WriteFile(dir_ / "cgroup/cgroup.controllers", "cpu memory pids\n");
       o.jailer.cgroupControllers = {"cpu", "memory", "pids"};
       o.jailer.idBase = static_cast<uint32_t>(::getuid()) == 0 ? 300000 : ::getuid();
       o.jailer.idCount = ::getuid() == 0 ? 1000 : 1;
@@ -281,6 +283,8 @@ TEST_F(FirecrackerVmmTest, Lifecycle_DirectLaunchSleepsAndWakesWithTheSameGuest)
 TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
   MakeVmm(true, /*daemonize=*/true);
   VmmTarget t = Target("web-2");
+  const manifests::TenantQuota quota{4, 1024, 2, 1, {}, {}};  // vcpus, MiB, running, warm
+  t.tenantQuota = &quota;
   ASSERT_TRUE(vmm_->Prepare(t).ok());
   auto started = vmm_->Start(t);
   ASSERT_TRUE(started.ok()) << started.error().message;
@@ -306,6 +310,11 @@ TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
   EXPECT_THAT(argv, HasSubstr("--cgroup cpu.max=200000\\ 100000"));
   EXPECT_THAT(argv, HasSubstr("--cgroup memory.max=" + std::to_string((128 + 64) << 20)));
   EXPECT_THAT(argv, HasSubstr("--new-pid-ns --daemonize -- --api-sock /run/firecracker.socket"));
+  // The --parent-cgroup is mvm's: the tenant's level with its quota (3 VMMs' overhead).
+  const fs::path tenant = dir_ / "cgroup/mvm.slice/acme";
+  EXPECT_EQ(ReadAll(tenant / "cpu.max"), "400000 100000");
+  EXPECT_EQ(ReadAll(tenant / "memory.max"), std::to_string((1024 + 3 * 64) << 20));
+  EXPECT_EQ(ReadAll(tenant / "pids.max"), std::to_string(3 * 64));
   ASSERT_TRUE(vmm_->Stop(Target("web-2", *started)).ok());
   EXPECT_FALSE(fs::exists(jail.parent_path()));
 
