@@ -1,11 +1,8 @@
 #include "controller/cli_format.h"
 
-#include <json/reader.h>
-
 #include <algorithm>
 #include <cctype>
 #include <ctime>
-#include <memory>
 #include <string_view>
 
 namespace mvm::controller::cli {
@@ -189,13 +186,9 @@ void SpecSection(Page& page, const manifests::PoolSpec& spec) {
 // The confinement a driver recorded in the handle's data (docs/security.md): nothing when the
 // data has none, "off" when the VMM runs unconfined.
 void ConfinementSection(Page& page, const std::string& handleData) {
-  Json::CharReaderBuilder builder;
-  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
   Json::Value data;
-  std::string errors;
-  if (handleData.empty() ||
-      !reader->parse(handleData.data(), handleData.data() + handleData.size(), &data, &errors) ||
-      !data.isObject() || !data.isMember("confinement")) {
+  if (handleData.empty() || !api::ParseJson(handleData, data) || !data.isObject() ||
+      !data.isMember("confinement")) {
     return;
   }
   const Json::Value& c = data["confinement"];

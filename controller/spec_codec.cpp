@@ -145,6 +145,13 @@ Json::Value PoolSpecToJson(const PoolSpec& spec) {
   resources["vcpus"] = spec.resources.vcpus;
   resources["memoryMiB"] = Json::Int64{spec.resources.memoryMiB};
   resources["diskMiB"] = Json::Int64{spec.resources.diskMiB};
+  if (spec.resources.io.Any()) {
+    Json::Value& io = resources["io"] = Json::Value(Json::objectValue);
+    io["readBps"] = Json::Int64{spec.resources.io.readBps};
+    io["writeBps"] = Json::Int64{spec.resources.io.writeBps};
+    io["readIops"] = Json::Int64{spec.resources.io.readIops};
+    io["writeIops"] = Json::Int64{spec.resources.io.writeIops};
+  }
   out["lifecycle"] = std::string(manifests::LifecycleName(spec.lifecycle));
   Json::Value& replicas = out["replicas"] = Json::Value(Json::objectValue);
   replicas["running"] = spec.replicas.running;
@@ -179,6 +186,11 @@ Result<PoolSpec> PoolSpecFromJson(const Json::Value& json) {
   resources.Integer("vcpus", spec.resources.vcpus);
   resources.Integer("memoryMiB", spec.resources.memoryMiB);
   resources.Integer("diskMiB", spec.resources.diskMiB);
+  const Reader io = resources.Child("io");
+  io.Integer("readBps", spec.resources.io.readBps);
+  io.Integer("writeBps", spec.resources.io.writeBps);
+  io.Integer("readIops", spec.resources.io.readIops);
+  io.Integer("writeIops", spec.resources.io.writeIops);
   root.Enumerated("lifecycle", spec.lifecycle, ParseLifecycle, "service, daemon, job");
   const Reader replicas = root.Child("replicas");
   replicas.Integer("running", spec.replicas.running);

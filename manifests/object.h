@@ -79,10 +79,21 @@ struct ImageSpec {
   std::string bootArgs;
 };
 
+// spec.resources.io: io.max on the instance's cgroup for the disk holding its directory
+// (docs/security.md); 0: no limit for that key.
+struct IoLimits {
+  int64_t readBps = 0;
+  int64_t writeBps = 0;
+  int64_t readIops = 0;
+  int64_t writeIops = 0;
+  bool Any() const { return readBps > 0 || writeBps > 0 || readIops > 0 || writeIops > 0; }
+};
+
 struct Resources {
   int vcpus = 1;
   int64_t memoryMiB = 256;
   int64_t diskMiB = 1024;
+  IoLimits io;
 };
 
 struct Replicas {

@@ -128,8 +128,12 @@ PoolSpec BuildPool(const DocumentView& doc, uint32_t spec, ImageSpec image) {
   }
   out.env = StringMap(doc, doc.Get(spec, "env"));
   uint32_t r = doc.Get(spec, "resources");
-  out.resources = {doc.Int(doc.Get(r, "vcpus")), doc.Int64(doc.Get(r, "memoryMiB")),
-                   doc.Int64(doc.Get(r, "diskMiB"))};
+  uint32_t io = doc.Get(r, "io");  // absent: Int64 of kNoNode is 0, no limit
+  out.resources = {doc.Int(doc.Get(r, "vcpus")),
+                   doc.Int64(doc.Get(r, "memoryMiB")),
+                   doc.Int64(doc.Get(r, "diskMiB")),
+                   {doc.Int64(doc.Get(io, "readBps")), doc.Int64(doc.Get(io, "writeBps")),
+                    doc.Int64(doc.Get(io, "readIops")), doc.Int64(doc.Get(io, "writeIops"))}};
   std::string lifecycle = doc.String(doc.Get(spec, "lifecycle"));
   out.lifecycle = lifecycle == "daemon" ? Lifecycle::kDaemon
                   : lifecycle == "job"  ? Lifecycle::kJob

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -130,12 +132,45 @@ Status WriteLimits(const fs::path& dir, const CgroupLimits& limits,
     if (Status s = put("pids", "pids.max", std::to_string(limits.pidsMax)); !s.ok()) return s;
   }
   for (const auto& line : limits.ioMax) {
-    if (Status s = put("io", "io.max", line); !s.ok()) return s;
+    if (Status s = put("io", "io.max", line); !s.ok()) {
+      // The device cannot be throttled (e.g. a stacked device without a request queue): the
+      // limit is not in force, reported like a missing controller.
+      leaf.missing.push_back("io.max " + line.substr(0, line.find(' ')) + " (" + s.error().message +
+                             ")");
+    }
   }
   return {};
 }
 
 }  // namespace
+
+Result<std::string> WholeDiskOf(const fs::path& path, const fs::path& sysDevBlock) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Error{"io.max: stat " + path.string() + ": " + std::strerror(errno)};
+  }
+  const std::string device =
+      std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  if (major(st.st_dev) == 0) {
+    return Error{"io.max: " + path.string() + " is on no block device (device " + device +
+                 ": tmpfs, overlayfs or a network file system)"};
+  }
+  const fs::path entry = sysDevBlock / device;
+  std::error_code ec;
+  if (!fs::exists(entry, ec)) {
+    return Error{"io.max: block device " + device + " of " + path.string() + " is not in " +
+                 sysDevBlock.string()};
+  }
+  if (!fs::exists(entry / "partition", ec)) return device;
+  // A partition's sysfs directory sits inside its disk's: .../block/vda/vda1.
+  const fs::path disk = fs::canonical(entry, ec).parent_path();
+  std::vector<std::string> dev = Words(ReadText(disk / "dev"));
+  if (ec || dev.empty()) {
+    return Error{"io.max: cannot find the disk of partition " + device + " in " +
+                 sysDevBlock.string()};
+  }
+  return dev[0];
+}
 
 Result<fs::path> FindCgroup2Mount(const fs::path& mountinfo) {
   std::ifstream in(mountinfo);
@@ -174,33 +209,61 @@ std::vector<std::string> CgroupTree::Controllers() const {
   return Words(ReadText(hierarchy_ / "cgroup.controllers"));
 }
 
+namespace {
+
+// Creates the directories of `levels` below `hierarchy`, each enabling for its children what its
+// parent enabled for it (the root offers what exists); returns what the last one's parent enabled.
+Result<std::vector<std::string>> MakeLevels(const fs::path& hierarchy,
+                                            const std::vector<fs::path>& levels) {
+  std::vector<std::string> enabled = {"cpu", "memory", "pids", "io"};
+  fs::path dir = hierarchy;
+  for (const fs::path& next : levels) {
+    enabled = EnableControllers(dir, enabled);
+    std::error_code ec;
+    fs::create_directory(next, ec);
+    if (ec) return Error{"cgroup: create " + next.string() + ": " + ec.message()};
+    dir = next;
+  }
+  return enabled;
+}
+
+}  // namespace
+
 Result<CgroupLeaf> CgroupTree::Create(const std::string& tenant, const std::string& instance,
                                       const CgroupLimits& limits,
                                       const CgroupLimits& tenantLimits) {
   if (!ValidName(tenant) || !ValidName(instance)) {
     return Error{"cgroup: invalid tenant or instance name \"" + tenant + "/" + instance + "\""};
   }
-  const std::vector<std::string> wanted = {"cpu", "memory", "pids", "io"};
   CgroupLeaf leaf;
   leaf.path = LeafPath(tenant, instance);
-  std::vector<std::string> enabled = wanted;
-  fs::path dir = hierarchy_;
-  for (const fs::path& next : {hierarchy_ / slice_, TenantPath(tenant), leaf.path}) {
-    // What a level can enable is what its parent enabled for it (the root offers what exists).
-    std::vector<std::string> here = EnableControllers(dir, enabled);
-    enabled = here;
-    std::error_code ec;
-    fs::create_directory(next, ec);
-    if (ec) return Error{"cgroup: create " + next.string() + ": " + ec.message()};
-    dir = next;
-  }
+  Result<std::vector<std::string>> enabled =
+      MakeLevels(hierarchy_, {hierarchy_ / slice_, TenantPath(tenant), leaf.path});
+  if (!enabled.ok()) return enabled.error();
   // `enabled` now holds what the tenant level enabled for the leaf; the tenant directory's own
   // limits need what the slice enabled, which contains it.
-  if (Status s = WriteLimits(TenantPath(tenant), tenantLimits, enabled, leaf); !s.ok()) {
+  if (Status s = WriteLimits(TenantPath(tenant), tenantLimits, *enabled, leaf); !s.ok()) {
     return Error{"cgroup: tenant " + tenant + ": " + s.error().message};
   }
-  if (Status s = WriteLimits(leaf.path, limits, enabled, leaf); !s.ok()) {
+  if (Status s = WriteLimits(leaf.path, limits, *enabled, leaf); !s.ok()) {
     return Error{"cgroup: " + s.error().message};
+  }
+  for (const auto& c : leaf.missing) LogMissingOnce(c, hierarchy_);
+  return leaf;
+}
+
+Result<CgroupLeaf> CgroupTree::CreateTenant(const std::string& tenant,
+                                            const CgroupLimits& tenantLimits) {
+  if (!ValidName(tenant)) return Error{"cgroup: invalid tenant name \"" + tenant + "\""};
+  CgroupLeaf leaf;
+  leaf.path = TenantPath(tenant);
+  Result<std::vector<std::string>> enabled =
+      MakeLevels(hierarchy_, {hierarchy_ / slice_, leaf.path});
+  if (!enabled.ok()) return enabled.error();
+  // The tenant's children (the jailer's leaves) get what the tenant can enable.
+  EnableControllers(leaf.path, *enabled);
+  if (Status s = WriteLimits(leaf.path, tenantLimits, *enabled, leaf); !s.ok()) {
+    return Error{"cgroup: tenant " + tenant + ": " + s.error().message};
   }
   for (const auto& c : leaf.missing) LogMissingOnce(c, hierarchy_);
   return leaf;

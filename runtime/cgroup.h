@@ -29,12 +29,20 @@ namespace mvm::runtime {
 Result<std::filesystem::path> FindCgroup2Mount(
     const std::filesystem::path& mountinfo = "/proc/self/mountinfo");
 
+// The whole disk ("MAJ:MIN") holding `path`, for io.max: the device of stat(path), a partition
+// resolved to its disk through <sysDevBlock>/MAJ:MIN/partition. Error when `path` is on no block
+// device (major 0: tmpfs, overlayfs, NFS) or the device is not in sysfs.
+Result<std::string> WholeDiskOf(const std::filesystem::path& path,
+                                const std::filesystem::path& sysDevBlock = "/sys/dev/block");
+
 struct CgroupLimits {
   int64_t cpuQuotaUs = 0;  // cpu.max "<quota> <period>"; 0: no limit
   int64_t cpuPeriodUs = 100000;
-  int64_t memoryMaxBytes = 0;      // memory.max; memory.swap.max is written 0 whenever this is set
-  int64_t pidsMax = 0;             // pids.max; 0: no limit
-  std::vector<std::string> ioMax;  // io.max lines, "MAJ:MIN rbps=N wbps=N riops=N wiops=N"
+  int64_t memoryMaxBytes = 0;  // memory.max; memory.swap.max is written 0 whenever this is set
+  int64_t pidsMax = 0;         // pids.max; 0: no limit
+  // io.max lines, "MAJ:MIN rbps=N wbps=N riops=N wiops=N"; one the kernel refuses for its
+  // device (no request queue: ENODEV, EINVAL) is listed in CgroupLeaf::missing, not an Error.
+  std::vector<std::string> ioMax;
 };
 
 struct CgroupLeaf {
@@ -59,6 +67,10 @@ class CgroupTree {
 
   Result<CgroupLeaf> Create(const std::string& tenant, const std::string& instance,
                             const CgroupLimits& limits, const CgroupLimits& tenantLimits = {});
+  // The slice and tenant levels only, controllers enabled for the tenant's children and
+  // `tenantLimits` written: the parent a jailer creates its leaf in. CgroupLeaf::path is the
+  // tenant's directory.
+  Result<CgroupLeaf> CreateTenant(const std::string& tenant, const CgroupLimits& tenantLimits);
 
   static Status Freeze(const std::filesystem::path& leaf, bool frozen,
                        std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -67,6 +67,26 @@ Status OwnTree(const fs::path& path, uint32_t uid) {
   return {};
 }
 
+// A node of the instance's own for a root-only device: same type and major:minor as `device`,
+// owned by `uid`, mode 0600, at `node` (re-created when it names another device).
+Status OwnDeviceNode(const fs::path& device, const fs::path& node, uint32_t uid) {
+  struct stat host {};
+  if (::stat(device.c_str(), &host) != 0 || !(S_ISCHR(host.st_mode) || S_ISBLK(host.st_mode))) {
+    return Error{"confine: " + device.string() + " is not a device node"};
+  }
+  struct stat mine {};
+  if (::lstat(node.c_str(), &mine) == 0 &&
+      ((mine.st_mode & S_IFMT) != (host.st_mode & S_IFMT) || mine.st_rdev != host.st_rdev)) {
+    ::unlink(node.c_str());
+  }
+  std::error_code ec;
+  fs::create_directories(node.parent_path(), ec);
+  if (::mknod(node.c_str(), (host.st_mode & S_IFMT) | 0600, host.st_rdev) != 0 && errno != EEXIST) {
+    return Error{"confine: mknod " + node.string() + ": " + std::strerror(errno)};
+  }
+  return Own(node, uid, 0700, 0600);
+}
+
 void WarnOnce(const std::string& what) {
   static std::once_flag once;
   std::call_once(once, [&] { spdlog::warn("confine: {}: VMMs run without a cgroup", what); });
@@ -109,6 +129,45 @@ Result<ConfinementOptions> ConfinementOptionsFromEnv(const std::string& prefix,
   return o;
 }
 
+Result<std::string> IoMaxLine(const manifests::IoLimits& io, const fs::path& dir) {
+  Result<std::string> disk = WholeDiskOf(dir);
+  if (!disk.ok()) return disk.error();
+  std::string line = *disk;
+  for (const auto& [key, value] :
+       {std::pair{"rbps", io.readBps}, std::pair{"wbps", io.writeBps},
+        std::pair{"riops", io.readIops}, std::pair{"wiops", io.writeIops}}) {
+    if (value > 0) line += std::string(" ") + key + "=" + std::to_string(value);
+  }
+  return line;
+}
+
+ConfineRequest VmmConfineRequest(const controller::VmmTarget& target, const fs::path& instanceDir,
+                                 const fs::path& disk) {
+  ConfineRequest r;
+  r.target = &target;
+  r.instanceDir = instanceDir;
+  r.jailRoot = instanceDir / "runtime" / "jail";
+  std::error_code ec;
+  fs::create_directories(r.jailRoot, ec);
+  fs::permissions(r.jailRoot, fs::perms::owner_all, ec);
+  r.devices = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"};
+  const uintmax_t size = fs::file_size(disk, ec);
+  const int64_t memory = target.spec ? target.spec->resources.memoryMiB : 0;
+  r.maxFileBytes = (ec ? 0 : size) + (static_cast<uint64_t>(memory) << 20) + (1ULL << 30);
+  return r;
+}
+
+Result<runtime::CgroupLeaf> Confiner::PrepareTenant(const controller::VmmTarget& target) const {
+  Result<CgroupTree> tree = Tree(options_);
+  if (!tree.ok()) return tree.error();
+  return tree->CreateTenant(target.key.tenant, TenantLimits(target, options_));
+}
+
+Result<uint32_t> Confiner::Uid(const fs::path& instanceDir) const {
+  UidAllocator uids(options_.stateDir / "uids", options_.uidFirst, options_.uidCount);
+  return uids.Acquire(instanceDir.string());
+}
+
 fs::path Confiner::CgroupLeaf(const controller::VmmTarget& target) const {
   Result<CgroupTree> tree = Tree(options_);
   if (!tree.ok()) return {};
@@ -125,11 +184,14 @@ Result<Confinement> Confiner::Confine(const ConfineRequest& r) const {
     return Error{who + "spec.security.seccomp: unknown profile \"" + spec.security.seccomp +
                  "\" (baseline or strict)"};
   }
-  Result<std::vector<struct sock_filter>> filter = BuildSeccompFilter(*profile);
-  if (!filter.ok()) return Error{who + filter.error().message};
+  std::vector<struct sock_filter> filter;
+  if (r.ownSeccomp.empty()) {
+    Result<std::vector<struct sock_filter>> built = BuildSeccompFilter(*profile);
+    if (!built.ok()) return Error{who + built.error().message};
+    filter = std::move(*built);
+  }
 
-  UidAllocator uids(options_.stateDir / "uids", options_.uidFirst, options_.uidCount);
-  Result<uint32_t> uid = uids.Acquire(r.instanceDir.string());
+  Result<uint32_t> uid = Uid(r.instanceDir);
   if (!uid.ok()) return Error{who + uid.error().message};
   if (Status s = Own(r.instanceDir, *uid, 0700, 0600); !s.ok())
     return Error{who + s.error().message};
@@ -144,24 +206,30 @@ Result<Confinement> Confiner::Confine(const ConfineRequest& r) const {
   for (const auto& f : r.readOnly) j.binds.push_back({f, f, false});
   for (const auto& w : r.writable) j.binds.push_back({w, w, true});
   j.devices = r.devices;
-  j.newNetwork = true;
+  for (const auto& d : r.ownedDevices) {
+    const fs::path node = r.jailRoot.parent_path() / "dev" / d.filename();
+    if (Status s = OwnDeviceNode(d, node, *uid); !s.ok()) return Error{who + s.error().message};
+    j.binds.push_back({node, d, true, true});
+  }
+  j.newNetwork = r.newNetwork;
   j.hostname = target.key.name.empty() ? "mvm" : target.key.name;
   j.uid = j.gid = *uid;
   j.maxOpenFiles = options_.maxOpenFiles;
   j.maxFileBytes = r.maxFileBytes;
   j.maxProcesses = static_cast<uint64_t>(options_.pidsMax);
-  j.seccomp = std::move(*filter);
+  j.seccomp = std::move(filter);
 
   Json::Value& d = c.describe;
   d["uid"] = *uid;
   d["gid"] = *uid;
-  d["seccomp"] = std::string(SeccompProfileName(*profile));
+  d["seccomp"] = r.ownSeccomp.empty() ? std::string(SeccompProfileName(*profile)) : r.ownSeccomp;
   d["namespaces"] = Json::Value(Json::arrayValue);
-  for (const char* ns : {"mnt", "pid", "ipc", "uts", "cgroup", "net"}) d["namespaces"].append(ns);
+  for (const char* ns : {"mnt", "pid", "ipc", "uts", "cgroup"}) d["namespaces"].append(ns);
+  d["namespaces"].append(r.newNetwork ? "net" : "net (mvmd's: the instance's TAP)");
   d["root"] = "pivot_root into a read-only tmpfs (/usr read-only, " +
               std::to_string(r.readOnly.size()) + " image file(s), " +
               std::to_string(r.writable.size()) + " instance path(s), " +
-              std::to_string(r.devices.size()) + " device(s))";
+              std::to_string(r.devices.size() + r.ownedDevices.size()) + " device(s))";
   d["capabilities"] = "none";
   d["noNewPrivs"] = true;
 
@@ -176,9 +244,20 @@ Result<Confinement> Confiner::Confine(const ConfineRequest& r) const {
   limits.cpuQuotaUs = static_cast<int64_t>(spec.resources.vcpus) * limits.cpuPeriodUs;
   limits.memoryMaxBytes = (spec.resources.memoryMiB + options_.memoryOverheadMiB) << 20;
   limits.pidsMax = options_.pidsMax;
+  std::vector<std::string> ioMissing;
+  if (spec.resources.io.Any()) {
+    Result<std::string> line = IoMaxLine(spec.resources.io, r.instanceDir);
+    if (line.ok()) {
+      limits.ioMax.push_back(*line);
+    } else {
+      ioMissing.push_back(line.error().message);
+      spdlog::warn("confine {}: {}: not enforced", target.key.ToString(), line.error().message);
+    }
+  }
   Result<runtime::CgroupLeaf> leaf =
       tree->Create(target.key.tenant, target.key.name, limits, TenantLimits(target, options_));
   if (!leaf.ok()) return Error{who + leaf.error().message};
+  leaf->missing.insert(leaf->missing.end(), ioMissing.begin(), ioMissing.end());
   j.cgroup = leaf->path;
   d["cgroup"] = leaf->path.string();
   d["cgroupLimits"] = Json::Value(Json::arrayValue);

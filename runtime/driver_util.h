@@ -11,6 +11,7 @@
 #include <json/value.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -21,6 +22,19 @@
 #include "controller/vmm.h"
 
 namespace mvm::runtime {
+
+// Names and limits both drivers' implementations share (`using namespace driver;` there).
+namespace driver {
+namespace fs = std::filesystem;
+using controller::InstanceState;
+using controller::ProbeResult;
+using controller::VmmHandle;
+using controller::VmmTarget;
+using std::chrono::milliseconds;
+inline constexpr size_t kSocketPathLimit = 107;  // sizeof(sockaddr_un::sun_path) - 1
+inline constexpr milliseconds kKillWait{10000};  // how long a SIGKILLed VMM may take to go
+inline constexpr int kTailLines = 20;            // console lines in a failed start's error
+}  // namespace driver
 
 std::string Hash12(const std::string& text);
 // One POSIX sh word: 'text' with every ' written as '\\''.

@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "runtime/driver_util.h"
 #include "runtime/files.h"
@@ -94,6 +93,9 @@ std::vector<std::string> JailerArgv(const JailerConfig& config, const Jail& jail
     cgroup("memory.max=" + std::to_string((jail.memoryMiB + kMemoryOverheadMiB) << 20));
   }
   if (config.cgroupControllers.count("pids")) cgroup("pids.max=" + std::to_string(kPidsMax));
+  if (config.cgroupControllers.count("io")) {
+    for (const auto& line : jail.ioMax) cgroup("io.max=" + line);
+  }
   if (config.fsizeLimit > 0) {
     argv.insert(argv.end(), {"--resource-limit", "fsize=" + std::to_string(config.fsizeLimit)});
   }
@@ -150,17 +152,7 @@ Status RemoveJail(const JailerConfig& config, const Jail& jail) {
     if (::rmdir(jail.cgroup.c_str()) != 0 && errno != ENOENT) {
       return Error{"remove the cgroup " + jail.cgroup.string() + ": " + std::strerror(errno)};
     }
-  }
-  return {};
-}
-
-fs::path FindCgroup2Mount() {
-  std::ifstream in("/proc/self/mounts");
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream words(line);
-    std::string device, mount, type;
-    words >> device >> mount >> type;
-    if (type == "cgroup2") return mount;
+    ::rmdir(jail.cgroup.parent_path().c_str());  // the tenant's, when this was its last VMM
   }
   return {};
 }

@@ -11,12 +11,13 @@
 //  - --cgroup limits are emitted only for controllers the host has (a jailer asked to write a
 //    cgroup file that does not exist fails the launch); their values come from the pool's
 //    resources: cpu.max = vcpus CPUs, memory.max = guest memory + kMemoryOverheadMiB,
-//    pids.max = kPidsMax.
+//    pids.max = kPidsMax, io.max = Jail::ioMax.
 //  - LayoutJail hard-links each file into the chroot (a copy where the chroot is on another
 //    file system), gives the writable ones to the instance's uid/gid and never changes the
 //    owner or mode of a shared read-only file (the kernel).
-//  - RemoveJail removes <chrootBase>/<exec>/<id> and the instance's cgroup directory, and only
-//    those: a malformed id is refused rather than widening the removal.
+//  - RemoveJail removes <chrootBase>/<exec>/<id> and the instance's cgroup directory (and the
+//    tenant's, once empty), and only those: a malformed id is refused rather than widening the
+//    removal.
 
 #include <cstdint>
 #include <filesystem>
@@ -57,11 +58,12 @@ struct Jail {
   uint32_t uid = 0, gid = 0;
   int vcpus = 1;
   int64_t memoryMiB = 128;
-  std::filesystem::path dir;      // <chrootBase>/<exec name>/<id>
-  std::filesystem::path root;     // <dir>/root
-  std::filesystem::path socket;   // <root>/run/firecracker.socket
-  std::filesystem::path pidFile;  // <root>/<exec name>.pid
-  std::filesystem::path cgroup;   // <cgroupRoot>/<parentCgroup>/<tenant>/<id>
+  std::filesystem::path dir;       // <chrootBase>/<exec name>/<id>
+  std::filesystem::path root;      // <dir>/root
+  std::filesystem::path socket;    // <root>/run/firecracker.socket
+  std::filesystem::path pidFile;   // <root>/<exec name>.pid
+  std::filesystem::path cgroup;    // <cgroupRoot>/<parentCgroup>/<tenant>/<id>
+  std::vector<std::string> ioMax;  // io.max lines (the pool's spec.resources.io), "MAJ:MIN ..."
 };
 
 // The jail id for an instance directory: "mvm-" + 12 hex digits.
@@ -85,8 +87,6 @@ Status RemoveJail(const JailerConfig& config, const Jail& jail);
 // The network namespace path the jailer joins for `tenant` ("" when none is configured).
 std::string NetnsFor(const JailerConfig& config, const std::string& tenant);
 
-// The cgroup2 mount point from /proc/self/mounts, or "" when there is none.
-std::filesystem::path FindCgroup2Mount();
 std::set<std::string> ReadControllers(const std::filesystem::path& cgroupDir);
 
 }  // namespace mvm::runtime

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "runtime/cgroup.h"
 #include "runtime/driver_util.h"
 #include "runtime/files.h"
 #include "runtime/firecracker_base.h"
@@ -26,18 +27,11 @@
 namespace mvm::runtime {
 namespace {
 
-namespace fs = std::filesystem;
-using controller::InstanceState;
-using controller::ProbeResult;
-using controller::VmmHandle;
-using controller::VmmTarget;
-using std::chrono::milliseconds;
+using namespace driver;  // NOLINT(google-build-using-namespace): runtime/driver_util.h
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kSocketPathLimit = 107;  // sizeof(sockaddr_un::sun_path) - 1
-constexpr milliseconds kKillWait{10000};
 constexpr milliseconds kTermWait{2000};
-constexpr int kTailLines = 20;
+constexpr const char* kJailSeccompFilter = "/seccomp-filter.bpf";  // in the jailer's chroot
 
 // Paths as Firecracker sees them: inside the chroot under the jailer, host paths without.
 struct VmPaths {
@@ -270,6 +264,10 @@ Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions o) {
     *field = *b;
   }
   if (EnvSet("MVM_FC_RUNTIME_DIR")) o.runtimeDir = env("MVM_FC_RUNTIME_DIR");
+  if (EnvSet("MVM_FC_SECCOMP_FILTER")) o.seccompFilter = env("MVM_FC_SECCOMP_FILTER");
+  Result<ConfinementOptions> confinement = ConfinementOptionsFromEnv("FC_", o.confinement);
+  if (!confinement.ok()) return confinement.error();
+  o.confinement = std::move(*confinement);
   if (EnvSet("MVM_FC_BOOT_TIMEOUT")) {
     Result<int64_t> s = EnvInt("MVM_FC_BOOT_TIMEOUT", 1, 3600);
     if (!s.ok()) return s.error();
@@ -301,7 +299,11 @@ Result<std::unique_ptr<FirecrackerVmm>> FirecrackerVmm::Create(FirecrackerOption
     if (!options.jailer.chrootBase.is_absolute()) {
       return Error{"firecracker runtime: the chroot base must be an absolute path"};
     }
-    if (options.jailer.cgroupRoot.empty()) options.jailer.cgroupRoot = FindCgroup2Mount();
+    if (options.jailer.cgroupRoot.empty()) {
+      if (Result<fs::path> mount = FindCgroup2Mount(); mount.ok()) {
+        options.jailer.cgroupRoot = *mount;
+      }
+    }
     if (options.jailer.cgroupControllers.empty() && !options.jailer.cgroupRoot.empty()) {
       options.jailer.cgroupControllers = ReadControllers(options.jailer.cgroupRoot);
     }
@@ -316,6 +318,19 @@ Result<std::unique_ptr<FirecrackerVmm>> FirecrackerVmm::Create(FirecrackerOption
   }
   if (options.runtimeDir.empty() || !options.runtimeDir.is_absolute()) {
     return Error{"firecracker runtime: the runtime directory must be an absolute path"};
+  }
+  if (!options.seccompFilter.empty()) {
+    std::error_code fec;
+    if (!options.seccompFilter.is_absolute() || !fs::is_regular_file(options.seccompFilter, fec)) {
+      return Error{"firecracker runtime: the seccomp filter " + options.seccompFilter.string() +
+                   " is not an absolute path to a file (MVM_FC_SECCOMP_FILTER)"};
+    }
+  }
+  if (options.useJailer) options.confinement.enabled = false;  // the jailer confines
+  if (options.confinement.enabled && ::geteuid() != 0) {
+    return Error{
+        "firecracker runtime: confinement (jail, cgroup) needs root; run mvmd as root, "
+        "configure the jailer (MVM_FC_JAILER) or set MVM_FC_JAIL=off"};
   }
   options.runtimeDir = options.runtimeDir.lexically_normal();
   size_t longest = options.runtimeDir.string().size() + 1 + 12 + 1 + 8;
@@ -390,8 +405,55 @@ Status EndProcess(const FirecrackerOptions& o, const Record& record,
     }
     if (Status s = RemoveJail(o.jailer, named); !s.ok()) return s;
   }
+  if (o.confinement.enabled) {
+    // Whatever is left in the instance's cgroup (a child the VMM forked) goes with it.
+    if (Status s = Confiner(o.confinement).Release(target, paths.dir, false); !s.ok()) return s;
+  }
   fs::remove(paths.record, ec);
   return {};
+}
+
+// The confinement of a directly launched firecracker (FirecrackerVmm's header).
+// `shared`: files of the pool's base snapshot it loads (read-only, outside its directory).
+Result<Confinement> ConfineDirect(const Confiner& confiner, const FirecrackerOptions& o,
+                                  const VmmTarget& target, const FirecrackerVmm::Paths& paths,
+                                  const std::optional<std::string>& initrd,
+                                  const std::vector<fs::path>& shared) {
+  ConfineRequest r = VmmConfineRequest(target, paths.dir, paths.disk);
+  if (o.binary.rfind("/usr/", 0) != 0) r.readOnly.emplace_back(o.binary);
+  r.readOnly.emplace_back(target.spec->image.kernel);
+  if (initrd) r.readOnly.emplace_back(*initrd);
+  for (const fs::path& f : shared) r.readOnly.push_back(f);
+  if (!o.seccompFilter.empty()) r.readOnly.push_back(o.seccompFilter);
+  std::error_code ec;
+  fs::create_directories(paths.snapshots, ec);
+  r.writable = {paths.volumes, paths.snapshots, paths.sockets, paths.fcLog, paths.metrics};
+  if (PathExists("/dev/kvm")) r.ownedDevices.emplace_back("/dev/kvm");
+  // With a network the TAP lives in mvmd's namespace, where Firecracker must open it.
+  if (o.network) r.ownedDevices.emplace_back("/dev/net/tun");
+  r.newNetwork = !o.network;
+  r.ownSeccomp = o.seccompFilter.empty()
+                     ? "firecracker built-in"
+                     : "firecracker --seccomp-filter " + o.seccompFilter.string();
+  return confiner.Confine(r);
+}
+
+// What the jailer puts in force, for the record's "confinement" (describe shows it).
+Json::Value JailerDescribe(const FirecrackerOptions& o, const Jail& jail) {
+  Json::Value d;
+  d["uid"] = jail.uid;
+  d["gid"] = jail.gid;
+  d["cgroup"] = jail.cgroup.string();
+  d["seccomp"] = o.seccompFilter.empty()
+                     ? "firecracker built-in"
+                     : "firecracker --seccomp-filter " + o.seccompFilter.string();
+  d["namespaces"] = Json::Value(Json::arrayValue);
+  d["namespaces"].append("mnt");
+  if (o.jailer.newPidNs) d["namespaces"].append("pid");
+  if (!o.jailer.netns.empty()) d["namespaces"].append("net");
+  d["root"] = "the jailer's chroot " + jail.root.string();
+  d["capabilities"] = "none (jailer)";
+  return d;
 }
 
 // Kills the process and removes its sockets, jail and record unless Commit() was called: every
@@ -481,12 +543,27 @@ Status FirecrackerVmm::CheckSpec(const VmmTarget& target) const {
 std::vector<std::string> FirecrackerVmm::CommandLine(const VmmTarget& target) const {
   const Paths paths = PathsFor(target.dir);
   if (!options_.useJailer) {
-    return {options_.binary, "--api-sock", (paths.sockets / "api.sock").string(), "--id",
-            paths.jailId};
+    std::vector<std::string> argv = {options_.binary, "--api-sock",
+                                     (paths.sockets / "api.sock").string(), "--id", paths.jailId};
+    if (!options_.seccompFilter.empty()) {
+      argv.insert(argv.end(), {"--seccomp-filter", options_.seccompFilter.string()});
+    }
+    return argv;
   }
   // The jailer passes --id (and the start time arguments) to Firecracker itself.
-  return JailerArgv(options_.jailer, JailOf(options_, paths.jailId, target),
-                    {"--api-sock", "/run/firecracker.socket"});
+  std::vector<std::string> args;
+  if (!options_.seccompFilter.empty()) args = {"--seccomp-filter", kJailSeccompFilter};
+  args.insert(args.end(), {"--api-sock", "/run/firecracker.socket"});
+  Jail jail = JailOf(options_, paths.jailId, target);
+  if (target.spec && target.spec->resources.io.Any()) {
+    Result<std::string> io = IoMaxLine(target.spec->resources.io, paths.dir);
+    if (io.ok()) {
+      jail.ioMax.push_back(*io);
+    } else {
+      spdlog::warn("firecracker: {}: {}: not enforced", target.key.ToString(), io.error().message);
+    }
+  }
+  return JailerArgv(options_.jailer, jail, args);
 }
 
 Status FirecrackerVmm::Prepare(const VmmTarget& target) {
@@ -503,8 +580,14 @@ Status FirecrackerVmm::Prepare(const VmmTarget& target) {
   if (Status s = EndProcess(options_, LoadRecord(target, paths), paths, target); !s.ok()) return s;
   for (const fs::path& f : {paths.vmstate, paths.mem, paths.memDiff, paths.diffOk}) RemovePath(f);
   if (options_.network) {
-    const uid_t owner =
-        options_.useJailer ? JailOf(options_, paths.jailId, target).uid : ::geteuid();
+    uid_t owner = ::geteuid();
+    if (options_.useJailer) {
+      owner = JailOf(options_, paths.jailId, target).uid;
+    } else if (options_.confinement.enabled) {
+      Result<uint32_t> uid = confiner_.Uid(paths.dir);
+      if (!uid.ok()) return uid.error();
+      owner = *uid;
+    }
     // Where Firecracker will run: the jailer's --netns for this tenant, else mvmd's own.
     Status tap = InNetns(TapNetns(target), [&]() -> Status {
       if (::if_nametoindex(paths.tap.c_str()) != 0) return {};  // that namespace's view
@@ -556,6 +639,9 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore,
                                    {paths.fcLog, "/firecracker.log", true},
                                    {paths.metrics, "/metrics.json", true}};
     if (initrd) files.push_back({*initrd, "/initrd", false});
+    if (!options_.seccompFilter.empty()) {
+      files.push_back({options_.seccompFilter, kJailSeccompFilter, false});
+    }
     if (restore) {
       // The base is linked into every jail of the pool: readable, never chowned.
       files.push_back({load_vmstate, "/snapshot/vmstate", base == nullptr});
@@ -563,6 +649,17 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore,
     }
     if (Status s = LayoutJail(jail, files); !s.ok())
       return Error{std::string(verb) + ": " + s.error().message};
+    if (!options_.jailer.cgroupRoot.empty()) {
+      // The jailer makes its leaf in --parent-cgroup; the tenant's level, with the tenant's
+      // quota, is mvm's to provide (docs/security.md).
+      ConfinementOptions tenant_level = options_.confinement;
+      tenant_level.cgroupHierarchy = options_.jailer.cgroupRoot;
+      tenant_level.cgroupSlice = options_.jailer.parentCgroup;
+      tenant_level.memoryOverheadMiB = kMemoryOverheadMiB;
+      tenant_level.pidsMax = kPidsMax;
+      Result<runtime::CgroupLeaf> parent = Confiner(tenant_level).PrepareTenant(target);
+      if (!parent.ok()) return Error{std::string(verb) + ": " + parent.error().message};
+    }
     vm = {"/vmlinux",         initrd ? "/initrd" : "", "/rootfs.ext4",
           "/firecracker.log", "/metrics.json",         "/console.log",
           "/v.sock",          "/snapshot/vmstate",     "/snapshot/mem"};
@@ -598,8 +695,20 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore,
   // /dev/null): that one gets PUT /serial, and its own output goes to vmm.log.
   const bool serial_api = options_.useJailer && options_.jailer.daemonize;
   const fs::path out = serial_api ? paths.vmmLog : paths.console;
+  std::optional<Confinement> confined;
+  if (!options_.useJailer && options_.confinement.enabled) {
+    std::vector<fs::path> shared;
+    if (restore && base) shared = {load_vmstate, load_mem};
+    Result<Confinement> c = ConfineDirect(confiner_, options_, target, paths, initrd, shared);
+    if (!c.ok()) return Error{std::string(verb) + ": " + c.error().message};
+    // Its directory is at its host path in the jail too: a pool base's relative drive path
+    // (volumes/rootfs.ext4) resolves there as without the jail.
+    c->jail.workDir = paths.dir;
+    confined.emplace(std::move(*c));
+  }
   Result<ProcessIdentity> spawned =
-      SpawnDetached({CommandLine(target), out, paths.dir, std::nullopt});
+      SpawnDetached({CommandLine(target), out, paths.dir,
+                     confined ? std::optional<JailSpec>(confined->jail) : std::nullopt});
   if (!spawned.ok()) return Error{std::string(verb) + ": " + spawned.error().message};
   guard.Track(*spawned);
   ProcessIdentity id = *spawned;
@@ -627,6 +736,9 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore,
     record["jail"] = jail.root.string();
     record["uid"] = jail.uid;
   }
+  record["confinement"] = confined             ? confined->describe
+                          : options_.useJailer ? JailerDescribe(options_, jail)
+                                               : Json::Value("off");
   record["console"] = console.string();
   record["metrics"] = metrics.string();
   if (options_.network) record["tap"] = paths.tap;
@@ -1166,6 +1278,11 @@ Status FirecrackerVmm::Destroy(const VmmTarget& target) {
     });
     if (!gone.ok())
       spdlog::warn("firecracker: {}: {}", target.key.ToString(), gone.error().message);
+  }
+  if (options_.confinement.enabled) {
+    if (Status s = confiner_.Release(target, paths.dir, true); !s.ok()) {
+      return Error{"destroy: " + s.error().message};
+    }
   }
   const bool used_base = PathExists(paths.baseKey);
   if (Status s = RemoveInstanceDir(paths.dir); !s.ok()) return s;

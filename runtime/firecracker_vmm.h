@@ -27,6 +27,17 @@
 //    Firecracker reset its dirty bitmap) takes a Full snapshot and leaves the base.
 //  - Stop: SendCtrlAltDel, wait up to gracefulStopSeconds, then SIGTERM, then SIGKILL; every
 //    wait is bounded.
+//  - Confined (docs/security.md): under the jailer, by the jailer. Launched directly (no jailer)
+//    and with options.confinement.enabled (the default as root), by mvm's own jail, exactly as
+//    the qemu driver's: namespaces (net unless the instance has a TAP), pivot_root into a tmpfs
+//    with the binary, kernel and initrd read-only and only volumes/, snapshots/, the socket
+//    directory, firecracker.log and metrics.json writable (runtime/ with firecracker.json stays
+//    out of reach), /dev/kvm (and /dev/net/tun with a network) as nodes of its own, the
+//    instance's uid from the persisted table, no capabilities, no_new_privs, rlimits, a clean
+//    environment, and the cgroup leaf mvm.slice/<tenant>/<instance> with the pool's limits.
+//    seccomp is Firecracker's own (its built-in filters, or `--seccomp-filter` with
+//    options.seccompFilter); mvm stacks no profile on it. The record's "confinement" says what
+//    is in force. Stop, Sleep and failed starts end the cgroup; Destroy also frees the uid.
 //
 // Files per instance (<dir> is VmmTarget::dir):
 //   <dir>/runtime/firecracker.json   identity (pid, start time), socket, jail id, TAP
@@ -42,6 +53,7 @@
 //   <dir>/../../fc-base/<key>/       the pool's base snapshots (firecracker_base.h)
 //   <runtimeDir>/<12 hex>/{api,v}.sock        sockets without the jailer
 //   <chrootBase>/firecracker/mvm-<12 hex>/root  the jail with the jailer
+//   <dir>/runtime/jail, <dir>/runtime/dev/      mount point and own device nodes, direct + jail
 
 #include <chrono>
 #include <cstdint>
@@ -52,6 +64,7 @@
 
 #include "common/result.h"
 #include "controller/vmm.h"
+#include "runtime/confinement.h"
 #include "runtime/firecracker_api.h"
 #include "runtime/firecracker_jailer.h"
 #include "runtime/firecracker_metrics.h"
@@ -70,12 +83,21 @@ struct FirecrackerOptions {
   // Attach eth0 backed by a TAP the driver creates per instance (`mvm` + 8 hex) with MMDS.
   bool network = false;
   uintmax_t logRotateBytes = 4u << 20;
+  // Jail, cgroup and rlimits for a directly launched firecracker (docs/security.md); on by
+  // default as root. Unused under the jailer, which confines on its own.
+  ConfinementOptions confinement = DefaultConfinement();
+  // A filter file for Firecracker's --seccomp-filter (seccompiler-bin's output), bound into the
+  // jail read-only; empty: Firecracker's built-in filters.
+  std::filesystem::path seccompFilter;
 };
 
 // Options from MVM_FC_* variables (docs/firecracker.md): MVM_FC_BINARY, MVM_FC_JAILER (a path,
 // or "0"/"1"), MVM_FC_CHROOT_BASE, MVM_FC_UID_BASE, MVM_FC_UID_COUNT, MVM_FC_PARENT_CGROUP,
 // MVM_FC_NETNS, MVM_FC_NEW_PID_NS, MVM_FC_DAEMONIZE, MVM_FC_RUNTIME_DIR, MVM_FC_BOOT_TIMEOUT,
-// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK. Error naming the variable when a value is malformed.
+// MVM_FC_API_TIMEOUT_MS, MVM_FC_NETWORK, MVM_FC_SECCOMP_FILTER, and the direct launch's
+// confinement: MVM_FC_JAIL, MVM_FC_JAIL_UIDS, MVM_FC_JAIL_STATE_DIR, MVM_FC_CGROUP_ROOT,
+// MVM_FC_CGROUP_SLICE (runtime/confinement.h). Error naming the variable when a value is
+// malformed.
 Result<FirecrackerOptions> FirecrackerOptionsFromEnv(FirecrackerOptions defaults = {});
 
 class FirecrackerVmm final : public controller::Vmm {
@@ -120,7 +142,8 @@ class FirecrackerVmm final : public controller::Vmm {
   const FirecrackerOptions& options() const { return options_; }
 
  private:
-  explicit FirecrackerVmm(FirecrackerOptions options) : options_(std::move(options)) {}
+  explicit FirecrackerVmm(FirecrackerOptions options)
+      : options_(std::move(options)), confiner_(options_.confinement) {}
   // What a restore loads when it is not the instance's own snapshot: the pool's base.
   struct LoadSource {
     std::filesystem::path vmstate, mem, disk;  // disk: the template's, as snapshotted
@@ -142,6 +165,7 @@ class FirecrackerVmm final : public controller::Vmm {
                   const std::string& want, const std::string& expect);
 
   FirecrackerOptions options_;
+  Confiner confiner_;
 };
 
 }  // namespace mvm::runtime

@@ -111,11 +111,10 @@ Result<PreparedJail> PreparedJail::Prepare(const JailSpec& spec) {
     return {};
   };
   for (const auto& b : spec.binds) {
-    unsigned long flags = MS_NOSUID | MS_NODEV | (b.writable ? 0 : MS_RDONLY);
-    if (Status s = bind(b.source, b.target, flags, b.writable ? "nosuid,nodev" : "read-only");
-        !s.ok()) {
-      return s.error();
-    }
+    unsigned long flags =
+        (b.device ? MS_NOEXEC : MS_NODEV) | MS_NOSUID | (b.writable || b.device ? 0 : MS_RDONLY);
+    const char* what = b.device ? "nosuid,noexec" : b.writable ? "nosuid,nodev" : "read-only";
+    if (Status s = bind(b.source, b.target, flags, what); !s.ok()) return s.error();
   }
   for (const auto& d : spec.devices) {
     if (Status s = bind(d, d, MS_NOSUID | MS_NOEXEC, "nosuid,noexec"); !s.ok()) return s.error();

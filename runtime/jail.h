@@ -45,6 +45,7 @@ struct JailSpec {
     std::filesystem::path source;  // a file or directory on the host
     std::filesystem::path target;  // absolute path inside the jail
     bool writable = false;
+    bool device = false;  // a device node: bound nosuid,noexec (not nodev)
   };
   std::vector<Bind> binds;
   std::vector<std::filesystem::path> devices;  // device nodes, bound at the same path

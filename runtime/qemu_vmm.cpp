@@ -25,16 +25,7 @@
 namespace mvm::runtime {
 namespace {
 
-namespace fs = std::filesystem;
-using controller::InstanceState;
-using controller::ProbeResult;
-using controller::VmmHandle;
-using controller::VmmTarget;
-using std::chrono::milliseconds;
-
-constexpr size_t kSocketPathLimit = 107;  // sizeof(sockaddr_un::sun_path) - 1
-constexpr int kTailLines = 20;
-constexpr milliseconds kKillWait{10000};
+using namespace driver;  // NOLINT(google-build-using-namespace): runtime/driver_util.h
 
 int64_t Millis(Clock::duration d) {
   return std::chrono::duration_cast<milliseconds>(d).count();
@@ -350,13 +341,7 @@ namespace {
 Result<Confinement> Confine(const Confiner& confiner, const VmmTarget& target,
                             const QemuVmm::Paths& paths, const std::vector<std::string>& argv,
                             const std::string& accel) {
-  ConfineRequest r;
-  r.target = &target;
-  r.instanceDir = paths.dir;
-  r.jailRoot = paths.runtime / "jail";
-  std::error_code ec;
-  fs::create_directories(r.jailRoot, ec);
-  fs::permissions(r.jailRoot, fs::perms::owner_all, ec);
+  ConfineRequest r = VmmConfineRequest(target, paths.dir, paths.disk);
   // A qemu outside /usr (e.g. /opt) is bound too; its libraries must still be in /usr.
   if (argv.at(0).rfind("/usr/", 0) != 0) r.readOnly.emplace_back(argv[0]);
   for (size_t i = 0; i + 1 < argv.size(); ++i) {
@@ -365,14 +350,10 @@ Result<Confinement> Confine(const Confiner& confiner, const VmmTarget& target,
   if (!PathExists(paths.console)) {
     if (Status s = WriteFileAtomic(paths.console, ""); !s.ok()) return s.error();
   }
+  std::error_code ec;
   fs::create_directories(paths.snapshots, ec);
   r.writable = {paths.volumes, paths.snapshots, paths.console, paths.sockets};
-  r.devices = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"};
-  if (accel == "kvm") r.devices.emplace_back("/dev/kvm");
-  // The disk and a snapshot (guest memory) are the largest files it writes.
-  uintmax_t disk = fs::file_size(paths.disk, ec);
-  r.maxFileBytes = (ec ? 0 : disk) +
-                   (static_cast<uint64_t>(target.spec->resources.memoryMiB) << 20) + (1ULL << 30);
+  if (accel == "kvm") r.ownedDevices.emplace_back("/dev/kvm");
   return confiner.Confine(r);
 }
 

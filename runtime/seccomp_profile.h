@@ -7,7 +7,8 @@
 //    for escaping or for reaching the host kernel's rarer surfaces (mount, ptrace, bpf, module
 //    and kexec loading, namespaces, keyrings, perf, userfaultfd, ...).
 //  - `strict`: only the calls QEMU (and the /bin/sh, cat and mv its exec: migration runs) made
-//    in a traced boot, pause, resume, snapshot and restore, plus the error and exit paths.
+//    in a traced boot, pause, resume, snapshot and restore, plus the error and exit paths;
+//    socket() and socketpair() only for the address families it was seen to use (AF_UNIX).
 //  - Either way a forbidden call kills the whole process (SECCOMP_RET_KILL_PROCESS), and so does
 //    any call from a foreign architecture (32-bit int 0x80, x32).
 //  - FindSeccompKill reads the kernel's audit record of such a kill (type=1326 in the kernel
@@ -31,9 +32,11 @@ enum class SeccompProfile { kBaseline, kStrict };
 std::optional<SeccompProfile> ParseSeccompProfile(std::string_view name);
 std::string_view SeccompProfileName(SeccompProfile profile);
 
-// The syscall names each profile lists: denied by baseline, allowed by strict.
+// The syscall names each profile lists: denied by baseline, allowed by strict (socket and
+// socketpair are not listed: strict allows them for StrictSocketFamilies only).
 const std::vector<std::string>& BaselineDenied();
 const std::vector<std::string>& StrictAllowed();
+const std::vector<int>& StrictSocketFamilies();
 
 // The profile as a BPF program. `extraAllowed`: more calls for `strict` (e.g. a driver's own
 // needs); Error naming a call libseccomp does not know.

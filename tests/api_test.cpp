@@ -114,7 +114,7 @@ manifests::PoolSpec WorkersSpec() {
   spec.image = {"/img/vmlinux", "/img/rootfs.ext4", std::nullopt, "console=ttyS0"};
   spec.cmd = {"/app/bin/worker", "--queue", "jobs now"};
   spec.env = {{"QUEUE", "jobs"}};
-  spec.resources = {2, 512, 2048};
+  spec.resources = {2, 512, 2048, {}};
   spec.replicas = {3, 2, 1};
   spec.policy.minRunningSeconds = 60;
   spec.policy.idleToWarmSeconds = 300;

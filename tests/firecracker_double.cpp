@@ -31,7 +31,8 @@
 // sets), MVM_FCDOUBLE_MODE (comma-separated: hang, no-ready, ignore-ctrl-alt-del,
 // ignore-sigterm, fail-load, fail-create: PUT /snapshot/create refused, fail-create-once: only
 // the first one, hang-vm: PATCH /vm never answered), MVM_FCDOUBLE_BOOT_PAGES,
-// MVM_FCDOUBLE_DIRTY_PAGES.
+// MVM_FCDOUBLE_DIRTY_PAGES. `--seccomp-filter FILE` must name a readable file (the filter itself
+// is not installed).
 
 #include <fcntl.h>
 #include <json/reader.h>
@@ -541,12 +542,14 @@ void Log(const std::string& method, const std::string& path, const std::string& 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string socket_path, id = "anonymous-instance";
+  std::string socket_path, id = "anonymous-instance", seccomp_filter;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--api-sock") == 0)
       socket_path = argv[++i];
     else if (std::strcmp(argv[i], "--id") == 0)
       id = argv[++i];
+    else if (std::strcmp(argv[i], "--seccomp-filter") == 0)
+      seccomp_filter = argv[++i];
   }
   if (socket_path.empty()) socket_path = "/run/firecracker.socket";
   if (const char* m = std::getenv("MVM_FCDOUBLE_MODE")) {
@@ -554,6 +557,12 @@ int main(int argc, char** argv) {
     for (std::string w; std::getline(modes, w, ',');) g_modes.insert(w);
   }
   if (const char* r = std::getenv("MVM_FCDOUBLE_ROOT")) g_root = r;
+  // Firecracker reads its filter file before anything else and exits when it cannot.
+  if (!seccomp_filter.empty() && !std::ifstream(Host(seccomp_filter))) {
+    std::fprintf(stderr, "firecracker_double: cannot read the seccomp filter %s\n",
+                 seccomp_filter.c_str());
+    return 1;
+  }
   socket_path = Host(socket_path);
   if (Mode("ignore-sigterm")) signal(SIGTERM, SIG_IGN);
   signal(SIGPIPE, SIG_IGN);

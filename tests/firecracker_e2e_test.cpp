@@ -42,6 +42,8 @@ void Lifecycle(bool jailer, bool base = false) {
   o.runtimeDir = run.path();
   o.bootTimeout = std::chrono::seconds(60);
   TempDir dir("mvm-fc-e2e");
+  // Direct launches run confined as root (docs/security.md): with this test's own uid table.
+  o.confinement.stateDir = dir / "jailstate";
   if (jailer) {
     auto j = Binary("MVM_FC_JAILER", "jailer");
     if (!j) GTEST_SKIP() << "no jailer binary (MVM_FC_JAILER or PATH)";

@@ -65,10 +65,23 @@ TEST(JailerArgv, LargePoolScalesCpuAndMemory) {
   EXPECT_THAT(argv, Contains("mvm.slice/bigco"));
 }
 
+TEST(JailerArgv, IoLimitsBecomeIoMaxWhereTheHostHasTheIoController) {
+  runtime::JailerConfig c = Config();
+  runtime::Jail j = runtime::JailFor(c, "mvm-io", "acme", 1, 128);
+  j.ioMax = {"254:0 rbps=1048576 wiops=50"};
+  EXPECT_THAT(runtime::JailerArgv(c, j, {}), Contains("io.max=254:0 rbps=1048576 wiops=50"));
+  c.cgroupControllers.erase("io");
+  for (const auto& word : runtime::JailerArgv(c, j, {})) {
+    EXPECT_EQ(word.find("io.max"), std::string::npos) << word;
+  }
+}
+
 TEST(JailerArgv, HostWithoutControllersGetsNoCgroupLimits) {
   runtime::JailerConfig c = Config();
   c.cgroupControllers.clear();
-  auto argv = runtime::JailerArgv(c, runtime::JailFor(c, "mvm-x", "acme", 2, 512), {});
+  runtime::Jail j = runtime::JailFor(c, "mvm-x", "acme", 2, 512);
+  j.ioMax = {"254:0 rbps=1"};
+  auto argv = runtime::JailerArgv(c, j, {});
   EXPECT_THAT(argv, Not(Contains("--cgroup")));
   EXPECT_THAT(argv, Contains("--cgroup-version"));
 }

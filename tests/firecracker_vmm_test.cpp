@@ -26,6 +26,8 @@
 #include <sstream>
 #include <thread>
 
+#include "runtime/cgroup.h"
+#include "runtime/confinement.h"
 #include "runtime/driver_util.h"
 #include "runtime/files.h"
 #include "runtime/process.h"
@@ -83,8 +85,15 @@ class FirecrackerVmmTest : public ::testing::Test {
     spec_.policy.gracefulStopSeconds = 5;
   }
 
-  void MakeVmm(bool jailer, bool daemonize = false) {
+  // Unconfined unless `confined`: the double then gets mvmd's environment (its request log and
+  // failure modes); the Confined_ tests run it jailed with a clean one.
+  void MakeVmm(bool jailer, bool daemonize = false, bool confined = false) {
     runtime::FirecrackerOptions o;
+    o.confinement.enabled = confined;
+    o.confinement.stateDir = dir_ / "jailstate";  // this test's own uid table
+    o.confinement.uidFirst = 330000;
+    o.confinement.uidCount = 100;
+    o.confinement.cgroupSlice = slice_;
     o.binary = MVM_FC_DOUBLE;
     o.runtimeDir = run_.path();
     o.bootTimeout = std::chrono::seconds(10);
@@ -94,7 +103,9 @@ class FirecrackerVmmTest : public ::testing::Test {
       o.useJailer = true;
       o.jailerBinary = MVM_FAKE_JAILER;
       o.jailer.chrootBase = dir_ / "jail";
-      o.jailer.cgroupRoot = dir_ / "cgroup";  // nothing is created there by the fake jailer
+      // A stand-in hierarchy: the driver makes the tenant's level there, the fake jailer nothing.
+      o.jailer.cgroupRoot = dir_ / "cgroup";
+      WriteFile(dir_ / "cgroup/cgroup.controllers", "cpu memory pids\n");
       o.jailer.cgroupControllers = {"cpu", "memory", "pids"};
       o.jailer.idBase = static_cast<uint32_t>(::getuid()) == 0 ? 300000 : ::getuid();
       o.jailer.idCount = ::getuid() == 0 ? 1000 : 1;
@@ -103,6 +114,17 @@ class FirecrackerVmmTest : public ::testing::Test {
     auto vmm = runtime::FirecrackerVmm::Create(o);
     ASSERT_TRUE(vmm.ok()) << vmm.error().message;
     vmm_ = std::move(*vmm);
+  }
+
+  // A confined direct driver whose Firecracker gets `--seccomp-filter <filter>` (mode `perms`).
+  runtime::FirecrackerOptions MakeConfinedVmmWithFilter(const fs::path& filter, fs::perms perms) {
+    MakeVmm(false, false, /*confined=*/true);
+    runtime::FirecrackerOptions o = vmm_->options();
+    o.seccompFilter = filter;
+    WriteFile(filter, "seccompiler-bin output");
+    fs::permissions(filter, perms);
+    vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+    return o;
   }
 
   // Every request the double received is valid against the API description.
@@ -122,6 +144,17 @@ class FirecrackerVmmTest : public ::testing::Test {
     }
     RecordProperty("requests_checked", checked);
     for (int64_t pid : ProcessesWith(dir_.path().string())) ::kill(static_cast<pid_t>(pid), 9);
+    // A confined VMM a failed test left behind ends with its cgroup; the test's slice goes too.
+    if (auto hierarchy = runtime::FindCgroup2Mount(); hierarchy.ok()) {
+      std::error_code ec;
+      for (const auto& tenant : fs::directory_iterator(*hierarchy / slice_, ec)) {
+        for (const auto& leaf : fs::directory_iterator(tenant.path(), ec)) {
+          if (leaf.is_directory()) (void)runtime::CgroupTree::Kill(leaf.path());
+        }
+        ::rmdir(tenant.path().c_str());
+      }
+      ::rmdir((*hierarchy / slice_).c_str());
+    }
   }
 
   VmmTarget Target(const std::string& name, const VmmHandle& handle = {}) {
@@ -161,6 +194,7 @@ class FirecrackerVmmTest : public ::testing::Test {
     return out;
   }
 
+  const std::string slice_ = "mvm-fctest-" + std::to_string(::getpid()) + ".slice";
   TempDir dir_{"mvm-fc"};
   TempDir run_{"mfc"};
   std::unique_ptr<runtime::FirecrackerVmm> vmm_;
@@ -255,6 +289,8 @@ TEST_F(FirecrackerVmmTest, Lifecycle_DirectLaunchSleepsAndWakesWithTheSameGuest)
 TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
   MakeVmm(true, /*daemonize=*/true);
   VmmTarget t = Target("web-2");
+  const manifests::TenantQuota quota{4, 1024, 2, 1, {}, {}};  // vcpus, MiB, running, warm
+  t.tenantQuota = &quota;
   ASSERT_TRUE(vmm_->Prepare(t).ok());
   auto started = vmm_->Start(t);
   ASSERT_TRUE(started.ok()) << started.error().message;
@@ -280,6 +316,11 @@ TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
   EXPECT_THAT(argv, HasSubstr("--cgroup cpu.max=200000\\ 100000"));
   EXPECT_THAT(argv, HasSubstr("--cgroup memory.max=" + std::to_string((128 + 64) << 20)));
   EXPECT_THAT(argv, HasSubstr("--new-pid-ns --daemonize -- --api-sock /run/firecracker.socket"));
+  // The --parent-cgroup is mvm's: the tenant's level with its quota (3 VMMs' overhead).
+  const fs::path tenant = dir_ / "cgroup/mvm.slice/acme";
+  EXPECT_EQ(ReadAll(tenant / "cpu.max"), "400000 100000");
+  EXPECT_EQ(ReadAll(tenant / "memory.max"), std::to_string((1024 + 3 * 64) << 20));
+  EXPECT_EQ(ReadAll(tenant / "pids.max"), std::to_string(3 * 64));
   ASSERT_TRUE(vmm_->Stop(Target("web-2", *started)).ok());
   EXPECT_FALSE(fs::exists(jail.parent_path()));
 
@@ -788,6 +829,197 @@ TEST_F(FirecrackerVmmTest, CommandLine_DirectAndJailed) {
   EXPECT_EQ(jailed[jailed.size() - 2], "--api-sock");
 }
 
+// A field of /proc/PID/status ("Uid", "CapEff", ...), without the tab after the colon.
+std::string ProcStatus(int64_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(field + ":", 0) == 0) {
+      size_t at = line.find_first_not_of(" \t", field.size() + 1);
+      return at == std::string::npos ? "" : line.substr(at);
+    }
+  }
+  return "<no " + field + ">";
+}
+
+#define MVM_REQUIRE_CONFINEMENT()                                                         \
+  do {                                                                                    \
+    if (::geteuid() != 0) GTEST_SKIP() << "confinement needs root (namespaces, setuid)";  \
+    if (!runtime::FindCgroup2Mount().ok()) GTEST_SKIP() << "needs a cgroup v2 hierarchy"; \
+  } while (0)
+
+// From the host: the VMM of `handle` runs as the instance's uid, with no capabilities,
+// no_new_privs and no seccomp filter of mvm's, in namespaces and a cgroup of its own, and sees
+// nothing of the host but what its jail binds.
+void ExpectConfinedFirecracker(const runtime::FirecrackerVmm& vmm, const VmmTarget& target,
+                               const VmmHandle& handle, const fs::path& sentinel) {
+  const int64_t pid = handle.pid;
+  const auto& o = vmm.options().confinement;
+  runtime::UidAllocator uids(o.stateDir / "uids", o.uidFirst, o.uidCount);
+  auto uid = uids.Find(vmm.PathsFor(target.dir).dir.string());
+  ASSERT_TRUE(uid.ok() && uid->has_value()) << "no uid allocated for the instance";
+  const std::string u = std::to_string(**uid);
+  EXPECT_EQ(ProcStatus(pid, "Uid"), u + "\t" + u + "\t" + u + "\t" + u);
+  EXPECT_EQ(ProcStatus(pid, "Gid"), u + "\t" + u + "\t" + u + "\t" + u);
+  EXPECT_EQ(ProcStatus(pid, "Groups"), "");
+  EXPECT_EQ(ProcStatus(pid, "CapEff"), "0000000000000000");
+  EXPECT_EQ(ProcStatus(pid, "CapPrm"), "0000000000000000");
+  EXPECT_EQ(ProcStatus(pid, "CapBnd"), "0000000000000000");
+  EXPECT_EQ(ProcStatus(pid, "NoNewPrivs"), "1");
+  // Firecracker installs its own filters; mvm stacks none (the double installs none either).
+  EXPECT_EQ(ProcStatus(pid, "Seccomp"), "0");
+  for (const char* ns : {"mnt", "pid", "ipc", "uts", "cgroup", "net"}) {
+    const fs::path mine = fs::path("/proc/self/ns") / ns;
+    const fs::path its = fs::path("/proc") / std::to_string(pid) / "ns" / ns;
+    EXPECT_NE(fs::read_symlink(mine), fs::read_symlink(its)) << ns;
+  }
+  const fs::path leaf = runtime::Confiner(o).CgroupLeaf(target);
+  EXPECT_THAT(runtime::CgroupTree::Procs(leaf), ::testing::Contains(pid)) << leaf;
+  const fs::path root = fs::path("/proc") / std::to_string(pid) / "root";
+  const auto paths = vmm.PathsFor(target.dir);
+  EXPECT_TRUE(fs::exists(sentinel));
+  EXPECT_FALSE(fs::exists(root / sentinel.relative_path())) << "a host file is visible";
+  EXPECT_FALSE(fs::exists(root / "etc/passwd"));
+  EXPECT_FALSE(fs::exists(root / paths.record.relative_path())) << "its own record is visible";
+  EXPECT_TRUE(fs::exists(root / paths.disk.relative_path()));
+  EXPECT_TRUE(fs::exists(root / fs::path(MVM_FC_DOUBLE).relative_path()));
+  if (fs::exists("/dev/kvm")) {
+    // Its /dev/kvm is a node of its own, the instance uid's; the host's stays as it was.
+    struct stat kvm {
+    }, host{};
+    ASSERT_EQ(::stat((root / "dev/kvm").c_str(), &kvm), 0);
+    ASSERT_EQ(::stat("/dev/kvm", &host), 0);
+    EXPECT_TRUE(S_ISCHR(kvm.st_mode));
+    EXPECT_EQ(kvm.st_rdev, host.st_rdev);
+    EXPECT_EQ(kvm.st_uid, **uid);
+    EXPECT_NE(host.st_uid, **uid);
+  }
+  auto record = runtime::ParseJsonObject(handle.data);
+  ASSERT_TRUE(record.has_value());
+  const Json::Value& c = (*record)["confinement"];
+  EXPECT_EQ(c["uid"].asString(), u);
+  EXPECT_EQ(c["cgroup"].asString(), leaf.string());
+  EXPECT_THAT(c["seccomp"].asString(), HasSubstr("firecracker"));
+}
+
+TEST_F(FirecrackerVmmTest, Confined_DirectLaunchRunsJailedThroughTheWholeLifecycle) {
+  MVM_REQUIRE_CONFINEMENT();
+  MakeVmm(false, false, /*confined=*/true);
+  TempDir secret("mvm-fc-sentinel");
+  const fs::path sentinel = secret / "host-secret";
+  WriteFile(sentinel, "not for guests");
+  VmmTarget t = Target("web-c");
+  const auto paths = Paths("web-c");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  ExpectConfinedFirecracker(*vmm_, t, *started, sentinel);
+  EXPECT_EQ((*runtime::ParseJsonObject(started->data))["confinement"]["seccomp"].asString(),
+            "firecracker built-in");
+  // After an mvmd restart the driver finds the confined VMM from its record alone.
+  auto probe = vmm_->Probe(t);
+  EXPECT_TRUE(probe.alive) << probe.detail;
+  EXPECT_EQ(probe.handle, *started);
+  t.handle = *started;
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  ASSERT_TRUE(vmm_->Resume(t).ok());
+  ASSERT_TRUE(vmm_->Pause(t).ok());
+  Status slept = vmm_->Sleep(t);
+  ASSERT_TRUE(slept.ok()) << slept.error().message;
+  const fs::path leaf = runtime::Confiner(vmm_->options().confinement).CgroupLeaf(t);
+  EXPECT_FALSE(fs::exists(leaf)) << "Sleep ends the cgroup";
+  EXPECT_TRUE(vmm_->Probe(t).snapshot);
+  auto woke = vmm_->Wake(t);
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  ExpectConfinedFirecracker(*vmm_, t, *woke, sentinel);
+  t.handle = *woke;
+  EXPECT_EQ(vmm_->Probe(t).observed, InstanceState::kRunning);
+  ASSERT_TRUE(vmm_->Stop(t).ok());
+  EXPECT_FALSE(runtime::IsAlive({woke->pid, woke->startTime}));
+  EXPECT_FALSE(fs::exists(leaf)) << "Stop ends the cgroup";
+  ASSERT_TRUE(vmm_->Destroy(t).ok());
+  ExpectNoProcessOrSocket("web-c");
+  EXPECT_FALSE(fs::exists(leaf));
+  EXPECT_FALSE(fs::exists(leaf.parent_path())) << "the tenant's cgroup goes with its last VMM";
+  EXPECT_FALSE(fs::exists(t.dir)) << "the instance dir (and the jail's mount point in it)";
+  const auto& o = vmm_->options().confinement;
+  runtime::UidAllocator uids(o.stateDir / "uids", o.uidFirst, o.uidCount);
+  EXPECT_FALSE(uids.Find(paths.dir.string())->has_value()) << "Destroy frees the uid";
+
+  // The driver's shared lifecycle checks (metrics, repeated Sleep/Stop/Destroy) hold confined.
+  RunLifecycle(*this, *vmm_, Target("web-d"), Paths("web-d").console);
+  ExpectNoProcessOrSocket("web-d");
+}
+
+TEST_F(FirecrackerVmmTest, Confined_SeccompFilterFileIsBoundIntoTheJailAndPassed) {
+  MVM_REQUIRE_CONFINEMENT();
+  runtime::FirecrackerOptions o = MakeConfinedVmmWithFilter(
+      dir_ / "filters/fc.bpf", fs::perms::owner_read | fs::perms::others_read);
+  VmmTarget t = Target("web-s");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  // The double exits at once when it cannot read the filter: a start proves the bind.
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  std::string cmdline = ReadAll("/proc/" + std::to_string(started->pid) + "/cmdline");
+  for (char& c : cmdline) c = c == '\0' ? ' ' : c;
+  EXPECT_THAT(cmdline, HasSubstr("--seccomp-filter " + o.seccompFilter.string()));
+  EXPECT_EQ((*runtime::ParseJsonObject(started->data))["confinement"]["seccomp"].asString(),
+            "firecracker --seccomp-filter " + o.seccompFilter.string());
+  EXPECT_TRUE(vmm_->Destroy(Target("web-s", *started)).ok());
+  ExpectNoProcessOrSocket("web-s");
+  o.seccompFilter = dir_ / "filters/missing.bpf";
+  auto refused = runtime::FirecrackerVmm::Create(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error().message, HasSubstr("MVM_FC_SECCOMP_FILTER"));
+}
+
+TEST_F(FirecrackerVmmTest, Confined_FailedStartLeavesNoProcessCgroupOrJail) {
+  MVM_REQUIRE_CONFINEMENT();
+  // A filter file only root may read: the VMM, running as the instance's uid, exits at once.
+  runtime::FirecrackerOptions o =
+      MakeConfinedVmmWithFilter(dir_ / "root-only.bpf", fs::perms::owner_read);
+  VmmTarget t = Target("web-f");
+  ASSERT_TRUE(vmm_->Prepare(t).ok());
+  auto started = vmm_->Start(t);
+  ASSERT_FALSE(started.ok());
+  EXPECT_THAT(started.error().message, HasSubstr("never answered (firecracker exited)"));
+  EXPECT_THAT(started.error().message, HasSubstr("cannot read the seccomp filter"));
+  ExpectNoProcessOrSocket("web-f");
+  const fs::path leaf = runtime::Confiner(o.confinement).CgroupLeaf(t);
+  EXPECT_FALSE(fs::exists(leaf)) << leaf;
+  EXPECT_TRUE(vmm_->Destroy(t).ok());
+}
+
+TEST_F(FirecrackerVmmTest, CommandLine_JailerGetsIoMaxAndTheFilterInsideItsChroot) {
+  MakeVmm(true);
+  runtime::FirecrackerOptions o = vmm_->options();
+  o.jailer.cgroupControllers = {"cpu", "memory", "pids", "io"};
+  o.seccompFilter = dir_ / "fc.bpf";
+  WriteFile(o.seccompFilter, "filter");
+  vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+  spec_.resources.io.readBps = 1 << 20;
+  spec_.resources.io.writeIops = 50;
+  VmmTarget t = Target("web-io");
+  fs::create_directories(t.dir);
+  auto disk = runtime::WholeDiskOf(t.dir);
+  auto argv = vmm_->CommandLine(t);
+  std::string line;
+  for (const auto& a : argv) line += a + " ";
+  if (disk.ok()) {
+    EXPECT_THAT(line, HasSubstr("--cgroup io.max=" + *disk + " rbps=1048576 wiops=50 "));
+  } else {
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("io.max"))) << "no block device, no io.max";
+  }
+  EXPECT_THAT(line, HasSubstr("-- --seccomp-filter /seccomp-filter.bpf --api-sock"));
+  MakeVmm(false);
+  o = vmm_->options();
+  o.seccompFilter = dir_ / "fc.bpf";
+  vmm_ = std::move(runtime::FirecrackerVmm::Create(o).value());
+  auto direct = vmm_->CommandLine(t);
+  ASSERT_GE(direct.size(), 2u);
+  EXPECT_EQ(direct[direct.size() - 2], "--seccomp-filter");
+  EXPECT_EQ(direct.back(), o.seccompFilter.string());
+}
+
 TEST(FirecrackerOptions, FromEnvReadsEveryVariableAndNamesABadOne) {
   ::setenv("MVM_FC_BINARY", "/opt/fc/firecracker", 1);
   ::setenv("MVM_FC_JAILER", "/opt/fc/jailer", 1);
@@ -806,6 +1038,20 @@ TEST(FirecrackerOptions, FromEnvReadsEveryVariableAndNamesABadOne) {
   EXPECT_EQ(o->jailer.idCount, 100u);
   EXPECT_EQ(o->jailer.netns, "/var/run/netns/{tenant}");
   EXPECT_EQ(o->bootTimeout, std::chrono::seconds(30));
+  ::setenv("MVM_FC_SECCOMP_FILTER", "/etc/mvm/fc.bpf", 1);
+  ::setenv("MVM_FC_JAIL", "off", 1);
+  ::setenv("MVM_FC_JAIL_UIDS", "400000-400999", 1);
+  o = runtime::FirecrackerOptionsFromEnv();
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->seccompFilter, "/etc/mvm/fc.bpf");
+  EXPECT_FALSE(o->confinement.enabled);
+  EXPECT_EQ(o->confinement.uidFirst, 400000u);
+  EXPECT_EQ(o->confinement.uidCount, 1000u);
+  ::setenv("MVM_FC_JAIL", "maybe", 1);
+  auto bad_jail = runtime::FirecrackerOptionsFromEnv();
+  ASSERT_FALSE(bad_jail.ok());
+  EXPECT_THAT(bad_jail.error().message, HasSubstr("MVM_FC_JAIL"));
+  for (const char* v : {"MVM_FC_SECCOMP_FILTER", "MVM_FC_JAIL", "MVM_FC_JAIL_UIDS"}) ::unsetenv(v);
   ::setenv("MVM_FC_BOOT_TIMEOUT", "soon", 1);
   auto bad = runtime::FirecrackerOptionsFromEnv();
   ASSERT_FALSE(bad.ok());

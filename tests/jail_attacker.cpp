@@ -6,7 +6,8 @@
 //   status          Uid, Gid, Cap*, NoNewPrivs, Seccomp lines of /proc/self/status
 //   hostname        "hostname NAME"
 //   syscall:NAME    "before NAME", the call (ptrace, mount, unshare, bpf, kexec, userns: clone
-//                   with CLONE_NEWUSER, thread: plain clone, getpid), "after NAME"
+//                   with CLONE_NEWUSER, thread: plain clone, getpid, unix / inet / netlink:
+//                   socket of that family), "after NAME"
 //   fork:N          N children that sleep forever    -> "forked N"
 //   tick            prints "tick N" every 10 ms forever
 //   sleep           sleeps forever
@@ -15,6 +16,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -86,6 +88,9 @@ void Syscall(const std::string& name) {
   if (name == "bpf") r = ::syscall(SYS_bpf, 0, nullptr, 0);
   if (name == "kexec") r = ::syscall(SYS_kexec_load, 0, 0, nullptr, 0);
   if (name == "getpid") r = ::getpid();
+  if (name == "unix") r = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (name == "inet") r = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (name == "netlink") r = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (name == "userns" || name == "thread") {
     // Raw clone, fork-like (no new stack): the child leaves at once.
     long flags = SIGCHLD | (name == "userns" ? CLONE_NEWUSER : 0);

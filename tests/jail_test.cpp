@@ -4,6 +4,7 @@
 // seccomp: they need root and skip (saying so) without it.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -290,6 +291,133 @@ TEST(Confiner, WritesThePoolsLimitsAndOwnsTheInstanceFiles) {
   EXPECT_NE(bad.error().message.find("spec.security.seccomp"), std::string::npos);
 }
 
+// "MAJ:MIN" of the file system holding `path`.
+std::string DeviceOf(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+}
+
+TEST(Cgroup, IoMaxGoesToTheWholeDiskOfAPartition) {
+  TempDir tmp("mvm-io");
+  const std::string dev = DeviceOf(tmp.path());
+  if (dev.rfind("0:", 0) == 0) GTEST_SKIP() << "the temp dir is on no block device (" << dev << ")";
+  // A stand-in /sys/dev/block where the temp dir's device is partition 2 of a disk 259:7.
+  const fs::path sys = tmp / "sys";
+  mvm::testing::WriteFile(sys / "devices/block/nvme9n1/dev", "259:7\n");
+  mvm::testing::WriteFile(sys / "devices/block/nvme9n1/nvme9n1p2/partition", "2\n");
+  fs::create_directories(sys / "dev/block");
+  fs::create_symlink("../../devices/block/nvme9n1/nvme9n1p2", sys / "dev/block" / dev);
+  auto disk = WholeDiskOf(tmp.path(), sys / "dev/block");
+  ASSERT_TRUE(disk.ok()) << disk.error().message;
+  EXPECT_EQ(*disk, "259:7");
+  // A whole disk is its own answer.
+  fs::remove(sys / "devices/block/nvme9n1/nvme9n1p2/partition");
+  EXPECT_EQ(WholeDiskOf(tmp.path(), sys / "dev/block").value(), dev);
+  // A device sysfs does not list, and a file system on no block device, are named errors.
+  fs::remove(sys / "dev/block" / dev);
+  auto unlisted = WholeDiskOf(tmp.path(), sys / "dev/block");
+  ASSERT_FALSE(unlisted.ok());
+  EXPECT_NE(unlisted.error().message.find("is not in"), std::string::npos);
+  auto proc = WholeDiskOf("/proc");
+  ASSERT_FALSE(proc.ok());
+  EXPECT_NE(proc.error().message.find("no block device"), std::string::npos);
+  // On this host's sysfs the answer is a whole disk that sysfs lists.
+  auto real = WholeDiskOf(tmp.path());
+  ASSERT_TRUE(real.ok()) << real.error().message;
+  EXPECT_TRUE(fs::exists(fs::path("/sys/dev/block") / *real));
+  EXPECT_FALSE(fs::exists(fs::path("/sys/dev/block") / *real / "partition"));
+}
+
+TEST(Confiner, WritesThePoolsIoMaxOrReportsWhyNot) {
+  MVM_REQUIRE_ROOT();
+  TempDir tmp("mvm-confine-io");
+  manifests::PoolSpec spec;
+  spec.resources.io.readBps = 10 << 20;
+  spec.resources.io.writeIops = 200;
+  controller::VmmTarget target{{"acme", "web-io"}, "web", &spec, tmp / "inst", {}};
+  fs::create_directories(tmp / "inst" / "runtime" / "jail");
+  ConfinementOptions options;
+  options.enabled = true;
+  options.stateDir = tmp / "state";
+  options.uidFirst = 321000;
+  options.uidCount = 10;
+  ConfineRequest request = VmmConfineRequest(target, tmp / "inst", tmp / "inst" / "disk");
+  EXPECT_EQ(request.jailRoot, tmp / "inst" / "runtime" / "jail");
+
+  // A hierarchy with io: one io.max line for the disk that holds the instance directory.
+  mvm::testing::WriteFile(tmp / "cg" / "cgroup.controllers", "cpu io memory pids\n");
+  options.cgroupHierarchy = tmp / "cg";
+  auto c = Confiner(options).Confine(request);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const fs::path leaf = tmp / "cg" / "mvm.slice" / "acme" / "web-io";
+  auto disk = WholeDiskOf(tmp / "inst");
+  if (disk.ok()) {
+    EXPECT_EQ(Slurp(leaf / "io.max"), *disk + " rbps=10485760 wiops=200");
+    EXPECT_EQ(c->describe["cgroupMissing"].size(), 0u);
+  } else {
+    EXPECT_FALSE(fs::exists(leaf / "io.max"));
+    ASSERT_EQ(c->describe["cgroupMissing"].size(), 1u);
+    EXPECT_EQ(c->describe["cgroupMissing"][0].asString(), disk.error().message);
+  }
+  // Without the io controller the limit is reported missing, not dropped.
+  mvm::testing::WriteFile(tmp / "cg2" / "cgroup.controllers", "cpu memory pids\n");
+  options.cgroupHierarchy = tmp / "cg2";
+  auto without = Confiner(options).Confine(request);
+  ASSERT_TRUE(without.ok()) << without.error().message;
+  std::set<std::string> missing;
+  for (const auto& m : without->describe["cgroupMissing"]) missing.insert(m.asString());
+  EXPECT_EQ(missing.count(disk.ok() ? "io" : disk.error().message), 1u);
+  EXPECT_FALSE(fs::exists(tmp / "cg2" / "mvm.slice" / "acme" / "web-io" / "io.max"));
+  // No io limits in the pool: no io.max at all.
+  spec.resources.io = {};
+  options.cgroupHierarchy = tmp / "cg3";
+  mvm::testing::WriteFile(tmp / "cg3" / "cgroup.controllers", "io\n");
+  ASSERT_TRUE(Confiner(options).Confine(request).ok());
+  EXPECT_FALSE(fs::exists(tmp / "cg3" / "mvm.slice" / "acme" / "web-io" / "io.max"));
+}
+
+TEST(Confiner, RootOnlyDevicesGetANodeOfTheInstancesOwn) {
+  MVM_REQUIRE_ROOT();
+  TempDir tmp("mvm-confine-dev");
+  manifests::PoolSpec spec;
+  controller::VmmTarget target{{"acme", "web-dev"}, "web", &spec, tmp / "inst", {}};
+  ConfinementOptions options;
+  options.enabled = true;
+  options.stateDir = tmp / "state";
+  options.uidFirst = 322000;
+  options.uidCount = 10;
+  mvm::testing::WriteFile(tmp / "cg" / "cgroup.controllers", "\n");
+  options.cgroupHierarchy = tmp / "cg";
+  ConfineRequest request = VmmConfineRequest(target, tmp / "inst", tmp / "inst" / "disk");
+  request.ownedDevices = {"/dev/null"};  // stands in for /dev/kvm: any character device
+  struct stat before {};
+  ASSERT_EQ(::stat("/dev/null", &before), 0);
+  auto c = Confiner(options).Confine(request);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const fs::path node = tmp / "inst" / "runtime" / "dev" / "null";
+  struct stat st {};
+  ASSERT_EQ(::stat(node.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(st.st_rdev, before.st_rdev);
+  EXPECT_EQ(st.st_uid, 322000u);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  bool bound = false;
+  for (const auto& b : c->jail.binds) {
+    if (b.source == node && b.target == "/dev/null" && b.device) bound = true;
+  }
+  EXPECT_TRUE(bound) << "the node is bound at the device's path, as a device";
+  struct stat after {};
+  ASSERT_EQ(::stat("/dev/null", &after), 0);
+  EXPECT_EQ(after.st_uid, before.st_uid) << "the host's node is never re-owned";
+  EXPECT_EQ(after.st_mode, before.st_mode);
+  request.ownedDevices = {tmp / "inst" / "disk"};
+  mvm::testing::WriteFile(tmp / "inst" / "disk", "x");
+  auto refused = Confiner(options).Confine(request);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("is not a device node"), std::string::npos);
+}
+
 TEST(UidAllocator, OneUidPerOwnerPersistedAndReleased) {
   TempDir tmp("mvm-uid");
   UidAllocator a(tmp / "uids", 300000, 3);
@@ -391,15 +519,17 @@ TEST(Jail, ForbiddenSyscallKillsTheProcess) {
        {Case{SeccompProfile::kBaseline, "ptrace"}, Case{SeccompProfile::kBaseline, "mount"},
         Case{SeccompProfile::kBaseline, "unshare"}, Case{SeccompProfile::kBaseline, "userns"},
         Case{SeccompProfile::kStrict, "userns"}, Case{SeccompProfile::kStrict, "bpf"},
-        Case{SeccompProfile::kStrict, "kexec"}}) {
+        Case{SeccompProfile::kStrict, "kexec"}, Case{SeccompProfile::kStrict, "inet"},
+        Case{SeccompProfile::kStrict, "netlink"}}) {
     SCOPED_TRACE(std::string(SeccompProfileName(c.profile)) + " " + c.call);
     ++n;
     Jailed a(tmp.path(), "k", "vm" + std::to_string(n), 310010 + n);
-    auto id = a.Spawn(a.Spec(c.profile),
-                      {"syscall:getpid", "syscall:thread", "syscall:" + c.call, "sleep"});
+    auto id = a.Spawn(a.Spec(c.profile), {"syscall:getpid", "syscall:thread", "syscall:unix",
+                                          "syscall:" + c.call, "sleep"});
     ASSERT_TRUE(id.ok()) << id.error().message;
     EXPECT_FALSE(a.Line("after getpid ok").empty()) << a.Log();  // allowed calls work
     EXPECT_FALSE(a.Line("after thread ok").empty()) << a.Log();  // clone without namespaces
+    EXPECT_FALSE(a.Line("after unix ok").empty()) << a.Log();    // AF_UNIX: QMP's family
     EXPECT_TRUE(WaitForExit(*id, 10s)) << a.Log();
     std::string log = a.Log();
     EXPECT_NE(log.find("before " + c.call), std::string::npos) << log;
@@ -407,7 +537,11 @@ TEST(Jail, ForbiddenSyscallKillsTheProcess) {
     EXPECT_EQ(log.find("sleeping"), std::string::npos) << log;
     // The kernel names the call only while auditing is on: check it whenever it does.
     if (auto name = FindSeccompKill(id->pid)) {
-      EXPECT_EQ(*name, c.call == "kexec" ? "kexec_load" : c.call == "userns" ? "clone" : c.call);
+      const std::string want = c.call == "kexec"                         ? "kexec_load"
+                               : c.call == "userns"                      ? "clone"
+                               : c.call == "inet" || c.call == "netlink" ? "socket"
+                                                                         : c.call;
+      EXPECT_EQ(*name, want);
     }
   }
 }

@@ -12,6 +12,10 @@ does not exist, so the router must fail that pool's instances with the reason. C
   3. the qemu pool's instances carry the router's error naming the missing qemu;
   4. removing the pools destroys everything: no firecracker_double process, no instance dir,
      no base snapshot.
+As root the doubles run confined (docs/security.md): each live one runs as an instance uid with
+NoNewPrivs and no capabilities, in its own mount and pid namespaces and in its cgroup leaf, and
+`mvmctl describe instance` shows its confinement with Firecracker's built-in seccomp filters;
+after the removal no uid is leased and no cgroup is left.
 
 Usage: mvmd_firecracker_test.py MVMD MVMCTL FIRECRACKER_DOUBLE (exit 0 = pass)
 """
@@ -63,6 +67,32 @@ def doubles(marker):
     return out
 
 
+def status_field(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].split()
+    return []
+
+
+def check_confined(pid, name, mvmctl, socket, slice_dir):
+    uids = status_field(pid, "Uid")
+    check(uids and uids[0] != "0" and len(set(uids)) == 1,
+          "%s: pid %d runs as uid %s, not an instance uid" % (name, pid, uids))
+    check(status_field(pid, "NoNewPrivs") == ["1"], "%s: NoNewPrivs not set" % name)
+    check(status_field(pid, "CapEff") == ["0000000000000000"], "%s: has capabilities" % name)
+    for ns in ("mnt", "pid"):
+        check(os.readlink("/proc/%d/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/" + ns),
+              "%s: shares mvmd's %s namespace" % (name, ns))
+    procs = os.path.join(slice_dir, "acme", name, "cgroup.procs")
+    with open(procs) as f:
+        check(str(pid) in f.read().split(), "%s: pid %d not in %s" % (name, pid, procs))
+    r = subprocess.run([mvmctl, "--socket", socket, "describe", "instance", "acme/" + name],
+                       capture_output=True, text=True, timeout=10)
+    check("firecracker built-in" in r.stdout and ("UID/GID:" in r.stdout),
+          "%s: describe shows no confinement:\n%s" % (name, r.stdout))
+
+
 def main():
     mvmd, mvmctl, double = sys.argv[1:4]
     root = tempfile.mkdtemp(prefix="mvm-fcd-")
@@ -93,7 +123,18 @@ def main():
                 "spec:\n  runtime: qemu\n  image: {kernel: vmlinux, rootfs: rootfs.ext4}\n"
                 "  replicas: {running: 1}\n")
     socket = os.path.join(root, "api.sock")
-    env = dict(os.environ, MVM_FC_BINARY=double, MVM_FC_RUNTIME_DIR=run,
+    confined = os.geteuid() == 0
+    slice_name = "mvm-fcd-%d.slice" % os.getpid()
+    slice_dir = None
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            slice_dir = os.path.join(fields[4], slice_name)
+            break
+    confined = confined and slice_dir is not None
+    uid_table = os.path.join(state, "jail", "uids")
+    env = dict(os.environ, MVM_FC_JAIL_STATE_DIR=os.path.join(state, "jail"),
+               MVM_FC_CGROUP_SLICE=slice_name, MVM_FC_BINARY=double, MVM_FC_RUNTIME_DIR=run,
                MVM_FC_BOOT_TIMEOUT="20", MVM_QEMU_BINARY="/nonexistent/qemu-system-x86_64")
     env.pop("MVM_FCDOUBLE_MODE", None)
     log_path = os.path.join(root, "mvmd.log")
@@ -128,6 +169,8 @@ def main():
                 pid = i["vmm"]["pid"]
                 check(pid in doubles(run), "%s: recorded pid %d is not a live firecracker_double"
                       % (i["name"], pid))
+                if confined:
+                    check_confined(pid, i["name"], mvmctl, socket, slice_dir)
             else:
                 snap = os.path.join(instance_root, i["name"], "snapshots")
                 check(os.path.exists(os.path.join(snap, "vmstate")) and
@@ -169,6 +212,13 @@ def main():
         bases = os.path.join(state, "tenants/acme/pools/base/fc-base")
         left = [k for k in os.listdir(bases) if k != "lock"] if os.path.isdir(bases) else []
         check(left == [], "base snapshots left: %s" % left)
+        if confined:
+            leased = open(uid_table).read().strip() if os.path.exists(uid_table) else ""
+            check(leased == "", "uids still leased after destroy: %s" % leased)
+            tenants = [d for d in os.listdir(slice_dir)
+                       if os.path.isdir(os.path.join(slice_dir, d))]
+            check(tenants == [], "cgroups left in %s: %s" % (slice_dir, tenants))
+        print("mvmd_firecracker_test: VMMs ran %s" % ("confined" if confined else "unconfined"))
         ok = True
     except TestFailure as e:
         print("FAIL:", e)
@@ -181,6 +231,18 @@ def main():
         for pid in doubles(run):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(run, ignore_errors=True)
+        if slice_dir and os.path.isdir(slice_dir):
+            for d in os.listdir(slice_dir):
+                leaf_parent = os.path.join(slice_dir, d)
+                if os.path.isdir(leaf_parent):
+                    for leaf in os.listdir(leaf_parent):
+                        if os.path.isdir(os.path.join(leaf_parent, leaf)):
+                            with open(os.path.join(leaf_parent, leaf, "cgroup.kill"), "w") as f:
+                                f.write("1")
+                            time.sleep(0.2)
+                            os.rmdir(os.path.join(leaf_parent, leaf))
+                    os.rmdir(leaf_parent)
+            os.rmdir(slice_dir)
         if ok:
             shutil.rmtree(root, ignore_errors=True)
     print("mvmd_firecracker_test: %s" % ("OK" if ok else "FAILED (kept %s)" % root))

@@ -145,6 +145,26 @@ TEST(Parser, AcceptsOnlyKnownSeccompProfiles) {
   EXPECT_TRUE(bad.objects.empty());
 }
 
+TEST(Parser, ReadsIoLimitsAndRefusesNegativeOnes) {
+  ParseResult io = ParseManifest(
+      "p.yaml", Pool("  resources: {io: {readBps: 1048576, writeIops: 100}}\n"), Options());
+  ASSERT_TRUE(io.ok()) << ::testing::PrintToString(Messages(io));
+  const manifests::IoLimits& limits = io.objects.at(0)->pool()->resources.io;
+  EXPECT_EQ(limits.readBps, 1048576);
+  EXPECT_EQ(limits.writeBps, 0);
+  EXPECT_EQ(limits.readIops, 0);
+  EXPECT_EQ(limits.writeIops, 100);
+  EXPECT_TRUE(limits.Any());
+  ParseResult none = ParseManifest("p.yaml", Pool(""), Options());
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none.objects.at(0)->pool()->resources.io.Any());
+  ParseResult bad = ParseManifest("p.yaml", Pool("  resources: {io: {writeBps: -1}}\n"), Options());
+  ASSERT_EQ(bad.diagnostics.size(), 1u) << ::testing::PrintToString(Messages(bad));
+  EXPECT_EQ(bad.diagnostics[0].path, "spec.resources.io.writeBps");
+  ParseResult unknown = ParseManifest("p.yaml", Pool("  resources: {io: {bps: 1}}\n"), Options());
+  EXPECT_FALSE(unknown.ok());
+}
+
 TEST(Parser, ReportsEveryErrorOfEveryDocument) {
   std::string text = Pool(R"(  resources: {vcpus: 0, memoryMiB: 99999999}
   lifecycle: forever

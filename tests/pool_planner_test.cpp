@@ -27,7 +27,7 @@ class PlannerTest : public ::testing::Test {
     auto object = std::make_shared<manifests::Object>();
     object->key = manifests::ObjectKey::PoolKey("acme", "web");
     manifests::PoolSpec spec;
-    spec.resources = {1, 128, 100};
+    spec.resources = {1, 128, 100, {}};
     spec.replicas = {running, warm, sleeping};
     spec.policy = policy_;
     object->spec = spec;

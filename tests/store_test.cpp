@@ -53,7 +53,7 @@ PoolSpec FullSpec() {
   spec.image.bootArgs = "console=ttyS0 quiet \"quoted\" \\ back\nslash";
   spec.cmd = {"/app/bin/worker", "--queue", "jobs", ""};
   spec.env = {{"QUEUE", "jobs"}, {"EMPTY", ""}, {"UNICODE", "h\xc3\xa9llo"}};
-  spec.resources = {4, 8LL * 1024 * 1024 * 1024 * 1024, 9'000'000'000'000LL};
+  spec.resources = {4, 8LL * 1024 * 1024 * 1024 * 1024, 9'000'000'000'000LL, {1 << 20, 2, 3, 4}};
   spec.lifecycle = manifests::Lifecycle::kJob;
   spec.replicas = {3, 2, 1};
   spec.policy = {60, 30, 300, 900, 31, 16};
@@ -79,6 +79,10 @@ void ExpectSameSpec(const PoolSpec& a, const PoolSpec& b) {
   EXPECT_EQ(a.resources.vcpus, b.resources.vcpus);
   EXPECT_EQ(a.resources.memoryMiB, b.resources.memoryMiB);
   EXPECT_EQ(a.resources.diskMiB, b.resources.diskMiB);
+  EXPECT_EQ(a.resources.io.readBps, b.resources.io.readBps);
+  EXPECT_EQ(a.resources.io.writeBps, b.resources.io.writeBps);
+  EXPECT_EQ(a.resources.io.readIops, b.resources.io.readIops);
+  EXPECT_EQ(a.resources.io.writeIops, b.resources.io.writeIops);
   EXPECT_EQ(a.lifecycle, b.lifecycle);
   EXPECT_EQ(a.replicas, b.replicas);
   EXPECT_EQ(a.policy.minRunningSeconds, b.policy.minRunningSeconds);
