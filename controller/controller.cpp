@@ -244,6 +244,9 @@ void Controller::Adopt(Instance instance) {
     actual = S::kStopped;
   }
   Status s = Update(instance.key, [&](Instance& i) {
+    if (!probe.alive && actual != recorded) {
+      i.target = TargetAfterLoss(*i.spec, i.state, i.target, i.pending, actual);
+    }
     i.state = actual;
     i.pending.reset();
     if (actual != recorded) i.stateSinceMs = Now();
@@ -682,14 +685,20 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
     if (HasProcess(inst.state)) {
       ProbeResult probe = vmm_.Probe(target);
       if (!probe.alive) {
+        S towards = inst.target;
         Status s = Update(key, [&](Instance& i) {
+          towards = TargetAfterLoss(*i.spec, i.state, i.target, i.pending, S::kStopped);
+          i.target = towards;
           i.state = S::kStopped;
           i.stateSinceMs = Now();
           i.handle = {};
         });
         Emit("Instance", name, EventType::kWarning, "VmmLost",
-             "VMM is gone (" + probe.detail + "); restarting towards " +
-                 std::string(StateName(inst.target)));
+             "VMM is gone (" + probe.detail + "); " +
+                 (towards == inst.target
+                      ? "restarting towards " + std::string(StateName(towards))
+                      : std::string("its pool plans it again (restarting it would take more of "
+                                    "the tenant's quota than it held)")));
         Audit(key.tenant, "instance.lost", name, probe.detail);
         queue_.Add(InstanceQueueKey(key));
         queue_.Add(PoolQueueKey(key.tenant, inst.pool));
@@ -797,6 +806,7 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
     }
     bool now_failed = false;
     Status recorded = Update(key, [&](Instance& i) {
+      if (lost) i.target = TargetAfterLoss(*i.spec, i.state, i.target, i.pending, *lost);
       i.pending.reset();
       if (lost) {
         i.state = *lost;

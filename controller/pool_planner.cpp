@@ -338,6 +338,14 @@ bool Adds(const TenantUsage& d) {
   return !Within(d, TenantUsage{});
 }
 
+InstanceState TargetAfterLoss(const manifests::PoolSpec& spec, InstanceState state,
+                              InstanceState target, std::optional<Action> pending,
+                              InstanceState now) {
+  TenantUsage more = Footprint(spec, now, target);
+  more -= Footprint(spec, state, target, pending);
+  return Adds(more) ? now : target;
+}
+
 bool Within(const TenantUsage& d, const TenantUsage& limit) {
   return d.vcpus <= limit.vcpus && d.memoryMiB <= limit.memoryMiB && d.diskMiB <= limit.diskMiB &&
          d.running <= limit.running && d.warm <= limit.warm && d.sleeping <= limit.sleeping;

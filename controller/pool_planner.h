@@ -57,6 +57,13 @@ TenantUsage& operator+=(TenantUsage& a, const TenantUsage& b);
 TenantUsage& operator-=(TenantUsage& a, const TenantUsage& b);
 // What retargeting `instance` to `target` adds to its tenant's usage (negative counts free).
 TenantUsage RetargetDelta(const Instance& instance, InstanceState target);
+// The target of an instance whose VMM was lost and is now recorded `now` (Stopped, or Sleeping
+// when its snapshot survived): its target while returning there takes no more of the tenant's
+// quota than the instance held (a lost Running VMM restarts at once), else `now` (a lost Warm
+// one would boot through Running: its pool plans it again, under the quota).
+InstanceState TargetAfterLoss(const manifests::PoolSpec& spec, InstanceState state,
+                              InstanceState target, std::optional<Action> pending,
+                              InstanceState now);
 // True when some count of `d` is positive (it takes something of the quota).
 bool Adds(const TenantUsage& d);
 // True when no count of `d` exceeds that of `limit`.

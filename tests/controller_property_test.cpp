@@ -945,6 +945,43 @@ TEST(ControllerRegression, KilledWarmVmmBesideSleepingOnesDoesNotChurn) {
   EXPECT_LE(h.vmm().calls(Action::kWake), 2);
 }
 
+// A lost VMM's way back to its target can take more of the quota than the instance held: a
+// Warm one boots through Running. With the running quota held by another pool's instance, the
+// drift check restarted it anyway (found by NeverExceedsQuotaAtAnyInstant: 2 running VMMs with
+// quota running 1). Now the instance stops where the loss left it and its pool plans it again,
+// under the quota: it waits, and the pool says why.
+TEST(ControllerRegression, LostWarmVmmIsNotRestartedThroughAFullRunningQuota) {
+  ControllerHarness h(OneWorker());
+  const std::string tenant = TenantYaml("acme", "{running: 1, warm: 1}");
+  h.Apply({tenant, PoolYaml("acme", "w", 0, 1, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.Apply({tenant, PoolYaml("acme", "w", 0, 1, 0), PoolYaml("acme", "r", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  ASSERT_EQ(h.Count("acme", "r"), (Counts{1, 0, 0}));
+  std::atomic<int> most_running{0};
+  h.vmm().OnAction([&](const InstanceKey&, Action, const auto& all) {
+    int running = 0;
+    for (const auto& [key, r] : all) running += r.process && !r.paused;
+    most_running = std::max(most_running.load(), running);
+  });
+  for (const auto& i : h.store().ListPool("acme", "w")) h.vmm().Kill(i.key);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the probe notices
+  ASSERT_TRUE(h.WaitConverged(std::chrono::seconds(5)));
+  EXPECT_LE(most_running.load(), 1) << "a VMM was started past quota running 1";
+  EXPECT_EQ(h.Count("acme", "r"), (Counts{1, 0, 0}));
+  EXPECT_EQ(h.Count("acme", "w"), (Counts{0, 0, 0}));
+  bool reported = false;
+  for (const auto& p : h.controller().Pools()) {
+    if (p.name != "w") continue;
+    for (const auto& c : p.conditions) reported |= c.type == "QuotaExceeded" && c.status;
+  }
+  EXPECT_TRUE(reported) << "pool w does not say why its warm slot is empty";
+  // Room again: the running instance goes, and the warm one comes back through the free slot.
+  h.Apply({tenant, PoolYaml("acme", "w", 0, 1, 0), PoolYaml("acme", "r", 0, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged(std::chrono::seconds(5)));
+  EXPECT_EQ(h.Count("acme", "w"), (Counts{0, 1, 0}));
+}
+
 // An action in flight was not part of an instance's footprint. X is being put to sleep
 // (Sleep in flight) when the pool wants it Warm again: the retarget drops X's sleeping count,
 // the freed quota goes to a new instance Y, then X's Sleep completes anyway and the tenant
