@@ -727,8 +727,13 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
   // Intent first: after a crash, Adopt() resolves what happened from this record.
   // The record must still be the one the action was chosen from: a pool plan that retargeted
   // the instance since then counted its quota without this action (see Footprint).
+  // Durable before the action, except for pause and resume: the process exists before and after
+  // them, and Adopt() records what a probe observes of every recorded process (paused or
+  // running), so losing their intent and done record in a crash loses nothing.
   Action act = *action;
   bool intended = false;
+  const Durability intent_durability =
+      act == Action::kPause || act == Action::kResume ? Durability::kQueued : Durability::kWait;
   if (Status s = UpdateIf(
           key,
           [&](Instance& i) {
@@ -738,7 +743,7 @@ Status Controller::ReconcileInstance(const InstanceKey& key) {
             i.pending = act;
             return true;
           },
-          &intended);
+          &intended, intent_durability);
       !s.ok()) {
     return s;
   }

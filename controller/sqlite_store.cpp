@@ -839,18 +839,36 @@ class SqliteStore final : public Store {
   // BEGIN IMMEDIATE, every write, COMMIT; then the committed instance changes go to memory.
   // With late_join, ops queued while the transaction runs join it before COMMIT: one more op in
   // a transaction costs a fraction of another transaction.
+  //
+  // A put of an instance that the same transaction writes again later (an action's intent and
+  // its done record, both queued) is not executed: only the transaction's end is ever durable.
   bool RunTransaction(std::vector<OpPtr>& ops, bool late_join, std::string& failure) {
     if (!Step(begin_, "BEGIN IMMEDIATE", failure)) return false;
+    std::map<InstanceKey, std::size_t> last_write;  // the last op of the batch per instance
+    auto note = [&](std::size_t from) {
+      for (std::size_t j = from; j < ops.size(); ++j) {
+        if (const auto* put = std::get_if<PutOp>(&ops[j]->work)) {
+          last_write[put->instance.key] = j;
+        } else if (const auto* del = std::get_if<DeleteOp>(&ops[j]->work)) {
+          last_write[del->key] = j;
+        }
+      }
+    };
+    note(0);
     for (std::size_t i = 0; i < ops.size(); ++i) {
       Op& op = *ops[i];
       op.status = Status::Ok();
-      const bool ok = std::visit([&](auto& work) { return Execute(op, work, failure); }, op.work);
-      if (!ok) return false;
+      const auto* put = std::get_if<PutOp>(&op.work);
+      if (put == nullptr || last_write[put->instance.key] == i) {
+        const bool ok = std::visit([&](auto& work) { return Execute(op, work, failure); }, op.work);
+        if (!ok) return false;
+      }
       if (late_join && i + 1 == ops.size() && ops.size() < kMaxBatch) {
         std::lock_guard lock(queue_mu_);
         for (OpPtr& late : queue_) ops.push_back(std::move(late));
         queue_.clear();
         queued_waiters_ = 0;
+        note(i + 1);
       }
     }
     const int64_t now = NowMs();

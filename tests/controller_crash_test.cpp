@@ -8,8 +8,12 @@
 // DeleteInstance, Allocate, ReleaseAll, Audit) pass through to the real SqliteStore until write
 // N; from write N on they are silently dropped and, at that moment, the FakeVmm host is
 // "crashed" (its VMMs keep their state, no further action takes effect), so the dying
-// controller can change nothing more. The test then stops it, opens a fresh SqliteStore and
-// Controller on the same directory, un-crashes the host and lets it converge.
+// controller can change nothing more. Queued writes (PutInstanceQueued: done records,
+// retargets, creations, pause/resume intents) are seen at once but are durable only once a
+// later waited write returns: the crash also takes back those not yet durable, while the host
+// keeps what the driver did meanwhile (a pause whose queued intent is lost). The test then stops
+// it, opens a fresh SqliteStore and Controller on the same directory, un-crashes the host and
+// lets it converge.
 
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
@@ -19,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -76,20 +81,33 @@ class CrashingStore final : public Store {
          << StateName(instance.target);
     if (instance.pending) what << " pending " << ActionName(*instance.pending);
     if (!Write(what.str())) return {};
-    return real_->PutInstance(instance);
+    const uint64_t mark = Mark();
+    Status s = real_->PutInstance(instance);
+    Durable(mark);
+    return s;
   }
-  // Lost in a crash exactly when a crash comes before it: every later write is lost then too
-  // (the store commits in order), so crashing at each write covers each loss the store allows.
+  // A queued write is lost when the crash comes before the next waited write returns, and the
+  // driver may have acted on it meanwhile (a queued pause intent, then the pause): it is seen
+  // at once, and remembered with the record it replaced until a waited write makes it durable;
+  // the crash puts those records back (the store commits in order, so it loses a suffix).
   Status PutInstanceQueued(const Instance& instance) override {
-    if (!Write("PutInstanceQueued " + instance.key.ToString() + " " +
-               std::string(StateName(instance.state)))) {
-      return {};
+    std::ostringstream what;
+    what << "PutInstanceQueued " << instance.key.ToString() << " " << StateName(instance.state)
+         << "->" << StateName(instance.target);
+    if (instance.pending) what << " pending " << ActionName(*instance.pending);
+    if (!Write(what.str())) return {};
+    {
+      std::lock_guard lock(plan_.mu);
+      undo_.push_back({++undo_seq_, instance.key, real_->GetInstance(instance.key)});
     }
     return real_->PutInstanceQueued(instance);
   }
   Status DeleteInstance(const InstanceKey& key) override {
     if (!Write("DeleteInstance " + key.ToString())) return {};
-    return real_->DeleteInstance(key);
+    const uint64_t mark = Mark();
+    Status s = real_->DeleteInstance(key);
+    Durable(mark);
+    return s;
   }
   std::string NewInstanceName(const std::string& tenant, const std::string& pool) override {
     return real_->NewInstanceName(tenant, pool);
@@ -97,14 +115,20 @@ class CrashingStore final : public Store {
   Result<int64_t> Allocate(const std::string& kind, const InstanceKey& owner, int64_t lo,
                            int64_t hi) override {
     if (!Write("Allocate " + kind + " " + owner.ToString())) return lo;
-    return real_->Allocate(kind, owner, lo, hi);
+    const uint64_t mark = Mark();
+    Result<int64_t> r = real_->Allocate(kind, owner, lo, hi);
+    Durable(mark);
+    return r;
   }
   std::map<std::string, int64_t> AllocationsOf(const InstanceKey& owner) const override {
     return real_->AllocationsOf(owner);
   }
   Status ReleaseAll(const InstanceKey& owner) override {
     if (!Write("ReleaseAll " + owner.ToString())) return {};
-    return real_->ReleaseAll(owner);
+    const uint64_t mark = Mark();
+    Status s = real_->ReleaseAll(owner);
+    Durable(mark);
+    return s;
   }
   void RecordEvent(const Event& event) override {
     if (!plan_.crashed) real_->RecordEvent(event);  // best effort, not counted
@@ -116,7 +140,10 @@ class CrashingStore final : public Store {
   Status Audit(const std::string& tenant, const std::string& actor, const std::string& action,
                const std::string& object, const std::string& detail) override {
     if (!Write("Audit " + action + " " + object)) return {};
-    return real_->Audit(tenant, actor, action, object, detail);
+    const uint64_t mark = Mark();
+    Status s = real_->Audit(tenant, actor, action, object, detail);
+    Durable(mark);
+    return s;
   }
   void AuditQueued(const std::string& tenant, const std::string& actor, const std::string& action,
                    const std::string& object, const std::string& detail) override {
@@ -144,12 +171,40 @@ class CrashingStore final : public Store {
       plan_.vmm->SetCrashed(true);
       std::lock_guard lock(plan_.mu);
       plan_.crashWrite = "#" + std::to_string(n) + " " + what;
+      // The queued writes not yet made durable are lost with the process.
+      for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+        if (it->before) {
+          (void)real_->PutInstance(*it->before);
+        } else {
+          (void)real_->DeleteInstance(it->key);
+        }
+      }
+      undo_.clear();
     }
     return false;
   }
 
+  // Before a waited write: what is queued by now is durable once it returns (Durable).
+  uint64_t Mark() {
+    std::lock_guard lock(plan_.mu);
+    return undo_seq_;
+  }
+  void Durable(uint64_t mark) {
+    std::lock_guard lock(plan_.mu);
+    if (plan_.crashed) return;
+    std::erase_if(undo_, [&](const Undo& u) { return u.seq <= mark; });
+  }
+
   std::unique_ptr<Store> real_;
   CrashPlan& plan_;
+  // Queued writes not yet durable, each with the record it replaced (guarded by plan_.mu).
+  struct Undo {
+    uint64_t seq = 0;
+    InstanceKey key;
+    std::optional<Instance> before;
+  };
+  std::vector<Undo> undo_;
+  uint64_t undo_seq_ = 0;
 };
 
 const std::string kTenant = TenantYaml("acme");
@@ -283,6 +338,10 @@ bool CrashAndRecover(int64_t n, bool* crashed) {
   h.Close();
   h.vmm().SetCrashed(false);
   h.SetStoreWrapper(nullptr);
+  // What the new mvmd must find: the host as the crash left it (nothing acts before Start()
+  // has adopted every VMM). A record whose queued intent and done record were lost still
+  // names the state before its pause or resume; the adoption must say what the probe saw.
+  const auto frozen = h.vmm().resources();
   h.Open();
   std::string where;
   {
@@ -313,6 +372,18 @@ bool CrashAndRecover(int64_t n, bool* crashed) {
     if (i.specHash != hash) fail(i.key.ToString() + " is not on the current spec");
     if (i.failed || i.pending) fail(i.key.ToString() + " is failed or has an action pending");
     if (!Consistent(i, host)) fail(i.key.ToString() + " does not match the host");
+  }
+  for (const auto& [key, r] : frozen) {
+    if (!r.process) continue;
+    const std::string want_state = r.paused ? "Warm" : "Running";
+    std::string adopted;
+    for (const Event& e : h.store().Events("Instance", key.ToString())) {
+      if (e.reason == "Adopted") adopted = e.message;
+    }
+    if (!adopted.empty() && adopted.find(" found " + want_state + " ") == std::string::npos) {
+      fail(key.ToString() + " was adopted as \"" + adopted + "\" but its VMM was " +
+           (r.paused ? "paused" : "running"));
+    }
   }
   for (const auto& leak : h.Leaks()) fail("leaked fake resources of unrecorded " + leak);
   if (h.vmm().overlaps() != 0) fail("overlapping driver calls on one instance");
