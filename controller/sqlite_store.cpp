@@ -115,6 +115,11 @@ constexpr std::chrono::milliseconds kFlushLinger{2};  // see FlusherLoop
 // (or a read needs them): one transaction writes a page of them instead of a page each.
 constexpr std::size_t kEventBatch = 256;
 constexpr std::chrono::milliseconds kEventLinger{100};
+// An object's events beyond eventsPerObject are deleted every this many inserts of it (so at
+// most eventsPerObject + 2 * (kEventPruneEvery - 1) are stored); the insert counts kept for
+// that are forgotten past kEventCountsMax objects.
+constexpr uint32_t kEventPruneEvery = 16;
+constexpr std::size_t kEventCountsMax = 1 << 16;
 // WAL pages between automatic checkpoints (default 1000): fewer checkpoints, each writing back
 // a page once however often it changed (each checkpoint also costs two fsyncs).
 constexpr int kWalAutocheckpointPages = 16384;
@@ -567,6 +572,7 @@ class SqliteStore final : public Store {
       StmtUse q(select_events_);
       BindText(q.get(), 1, objectKind);
       BindText(q.get(), 2, objectKey);
+      BindInt(q.get(), 3, options_.eventsPerObject);
       int rc;
       while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
         Event& e = out.emplace_back();
@@ -1054,6 +1060,13 @@ class SqliteStore final : public Store {
       BindInt(q.get(), 9, count);
       if (!StepUse(q, failure, [&] { return std::string("recording event"); })) return false;
     }
+    // Pruning walks the object's newest events: done every kEventPruneEvery inserts per object,
+    // not each time (reads return the newest eventsPerObject anyway). The counts are a hint:
+    // forgetting them (a restart, or the map grown past kEventCountsMax) only delays a prune.
+    if (event_inserts_.size() >= kEventCountsMax) event_inserts_.clear();
+    uint32_t& inserted = event_inserts_[e.objectKind + '/' + e.objectKey];
+    if (++inserted < kEventPruneEvery) return true;
+    inserted = 0;
     StmtUse q(prune_events_);
     BindText(q.get(), 1, e.objectKind);
     BindText(q.get(), 2, e.objectKey);
@@ -1307,8 +1320,9 @@ class SqliteStore final : public Store {
          "INSERT INTO audit(tenant, seq, time_ms, actor, action, object, detail, prev_hash, "
          "hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
         {&select_events_,
-         "SELECT type, reason, message, source, first_ms, last_ms, count FROM events WHERE "
-         "object_kind = ?1 AND object_key = ?2 ORDER BY id"},
+         "SELECT type, reason, message, source, first_ms, last_ms, count FROM (SELECT * FROM "
+         "events WHERE object_kind = ?1 AND object_key = ?2 ORDER BY id DESC LIMIT ?3) ORDER BY "
+         "id"},
         {&select_audit_,
          "SELECT seq, time_ms, actor, action, object, detail, prev_hash, hash FROM audit WHERE "
          "tenant = ?1 ORDER BY seq"},
@@ -1343,6 +1357,7 @@ class SqliteStore final : public Store {
   // The current leader only (no reader looks at them).
   std::map<std::string, AuditHead, std::less<>> heads_;
   std::unordered_map<std::string, std::shared_ptr<const PoolSpec>> specs_;
+  std::unordered_map<std::string, uint32_t> event_inserts_;  // per object since its last prune
   int64_t last_expiry_ms_ = 0;
 
   // Names handed out by NewInstanceName and not yet put; lock order: mu_, then names_mu_.

@@ -10,7 +10,8 @@
 //  - Specs are stored once per spec hash and shared between instances in memory.
 //  - Allocations (uids, addresses, TAP indexes…) are unique per kind and owned by one instance;
 //    ReleaseAll(owner) frees everything an instance holds.
-//  - Events are bounded per object (the newest `eventsPerObject` kept); a repeat of the same
+//  - Events are bounded per object: Events() returns the newest `eventsPerObject`, and older
+//    ones are deleted in passes (at most 30 more are stored); a repeat of the same
 //    type/reason/message folds into the previous event (count, lastMs).
 //  - The audit log is per tenant, append-only and hash-chained: entry n stores
 //    sha256(entry n-1 hash || canonical entry n). VerifyAudit recomputes the chain and names

@@ -826,6 +826,24 @@ TEST(Store, EventsAreBoundedPerObjectAndSurviveRestart) {
   }
 }
 
+// Older events are deleted in passes, not one by one: what is stored stays within a bound.
+TEST(Store, StoredEventsStayWithinTheBoundOverManyInserts) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.path(), /*eventsPerObject=*/5);
+    for (int i = 0; i < 1000; ++i) {
+      store->RecordEvent(MakeEvent("acme/workers-1", "Step", "step " + std::to_string(i)));
+    }
+    const std::vector<Event> events = store->Events("Instance", "acme/workers-1");
+    ASSERT_EQ(events.size(), 5u);
+    EXPECT_EQ(events.back().message, "step 999");
+  }
+  const int64_t stored =
+      RawDb(dir.path()).Count("SELECT COUNT(*) FROM events WHERE object_key = 'acme/workers-1'");
+  EXPECT_GE(stored, 5);
+  EXPECT_LE(stored, 5 + 30);
+}
+
 TEST(Store, EventsExpireAfterTheirTtl) {
   TempDir dir;
   {
