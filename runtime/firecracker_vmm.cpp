@@ -377,10 +377,31 @@ FirecrackerVmm::Paths FirecrackerVmm::PathsFor(const fs::path& instanceDir) cons
 
 namespace {
 
+// The jailer's uids: allocated per instance from its range and persisted (like the uids of
+// mvm's own jail, in a table of their own), so that two live jails never share one.
+UidAllocator JailerUids(const FirecrackerOptions& o) {
+  return UidAllocator(o.confinement.stateDir / "jailer-uids", o.jailer.idBase,
+                      std::max<uint32_t>(1, o.jailer.idCount));
+}
+
+// The jail of an instance: paths from its id, uid/gid from the table (AcquireJailerUid puts it
+// there before a launch; without an entry, e.g. a record from before the table, the slot hashed
+// from the id).
 Jail JailOf(const FirecrackerOptions& o, const std::string& id, const VmmTarget& target) {
   int vcpus = target.spec ? target.spec->resources.vcpus : 1;
   int64_t mem = target.spec ? target.spec->resources.memoryMiB : 128;
-  return JailFor(o.jailer, id, target.key.tenant, vcpus, mem);
+  Jail j = JailFor(o.jailer, id, target.key.tenant, vcpus, mem);
+  if (Result<std::optional<uint32_t>> uid = JailerUids(o).Find(target.dir.string());
+      uid.ok() && uid->has_value()) {
+    j.uid = j.gid = **uid;
+  }
+  return j;
+}
+
+Status AcquireJailerUid(const FirecrackerOptions& o, const VmmTarget& target) {
+  Result<uint32_t> uid = JailerUids(o).Acquire(target.dir.string());
+  if (!uid.ok()) return Error{"jailer uid: " + uid.error().message};
+  return {};
 }
 
 // Ends whatever process the record names and removes what belongs to it: the socket directory,
@@ -582,6 +603,7 @@ Status FirecrackerVmm::Prepare(const VmmTarget& target) {
   if (options_.network) {
     uid_t owner = ::geteuid();
     if (options_.useJailer) {
+      if (Status s = AcquireJailerUid(options_, target); !s.ok()) return s;
       owner = JailOf(options_, paths.jailId, target).uid;
     } else if (options_.confinement.enabled) {
       Result<uint32_t> uid = confiner_.Uid(paths.dir);
@@ -628,6 +650,9 @@ Result<VmmHandle> FirecrackerVmm::Launch(const VmmTarget& target, bool restore,
   }
   const std::optional<std::string> initrd = GuestInitrd(spec);
 
+  if (options_.useJailer) {
+    if (Status s = AcquireJailerUid(options_, target); !s.ok()) return s.error();
+  }
   LaunchGuard guard(options_, paths, target);
   VmPaths vm;
   fs::path socket, console = paths.console, metrics = paths.metrics;
@@ -1282,6 +1307,11 @@ Status FirecrackerVmm::Destroy(const VmmTarget& target) {
   if (options_.confinement.enabled) {
     if (Status s = confiner_.Release(target, paths.dir, true); !s.ok()) {
       return Error{"destroy: " + s.error().message};
+    }
+  }
+  if (options_.useJailer) {
+    if (Status s = JailerUids(options_).Release(paths.dir.string()); !s.ok()) {
+      return Error{"destroy: jailer uid: " + s.error().message};
     }
   }
   const bool used_base = PathExists(paths.baseKey);

@@ -331,6 +331,32 @@ TEST_F(FirecrackerVmmTest, Lifecycle_ThroughTheJailerBuildsAndRemovesTheJail) {
   ExpectNoProcessOrSocket("web-3");
 }
 
+// The jailer's --uid comes from a persisted table (as mvm's own jail's does): two live jails
+// never share a uid, and Destroy gives it back.
+TEST_F(FirecrackerVmmTest, Jailer_UidsAreAllocatedFromThePersistedTableAndReleased) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root: a range of uids to hand out";
+  MakeVmm(true);
+  const fs::path table = dir_ / "jailstate" / "jailer-uids";
+  std::set<std::string> uids;
+  for (const char* name : {"web-7", "web-8"}) {
+    VmmTarget t = Target(name);
+    ASSERT_TRUE(vmm_->Prepare(t).ok());
+    auto started = vmm_->Start(t);
+    ASSERT_TRUE(started.ok()) << started.error().message;
+    EXPECT_THAT(ReadAll(table), HasSubstr(Paths(name).dir.string())) << name;
+    ASSERT_TRUE(vmm_->Stop(Target(name, *started)).ok());
+  }
+  std::istringstream log(ReadAll(dir_ / "jailer.log"));
+  for (std::string line; std::getline(log, line);) {
+    const auto at = line.find("--uid ");
+    if (at != std::string::npos) uids.insert(line.substr(at + 6, line.find(' ', at + 6) - at - 6));
+  }
+  EXPECT_EQ(uids.size(), 2u) << ReadAll(dir_ / "jailer.log");
+  for (const char* name : {"web-7", "web-8"}) ASSERT_TRUE(vmm_->Destroy(Target(name)).ok());
+  EXPECT_THAT(ReadAll(table), ::testing::Not(HasSubstr(Paths("web-7").dir.string())));
+  EXPECT_THAT(ReadAll(table), ::testing::Not(HasSubstr(Paths("web-8").dir.string())));
+}
+
 // The last PUT /snapshot/create's snapshot_type.
 std::string LastSnapshotType(const fs::path& log) {
   std::ifstream in(log);
