@@ -488,11 +488,9 @@ class SqliteStore final : public Store {
     std::unique_lock data(mu_);
     std::lock_guard queue(queue_mu_);
     if (stopping_) return Error{"store is closed"};
-    op->seq = ++seq_;
     early_[instance.key] = op;
     Upsert(Instance(instance));
-    queue_.push_back(op);
-    if (!leader_active_ && !flusher_lingering_) flush_cv_.notify_one();
+    EnqueueUnwaited(op);
     return Status::Ok();
   }
 
@@ -728,13 +726,12 @@ class SqliteStore final : public Store {
     if (std::holds_alternative<ReadOp>(op->work)) TakeEvents();
     // Backpressure: past this many queued ops an event waits like any write.
     op->waiter = wait || queue_.size() >= kMaxQueuedOps;
-    op->seq = ++seq_;
-    queue_.push_back(op);
     if (!op->waiter) {
-      // A lingering flusher is already on its way (one wake-up per linger, not per op).
-      if (!leader_active_ && !flusher_lingering_) flush_cv_.notify_one();
+      EnqueueUnwaited(op);
       return Status::Ok();
     }
+    op->seq = ++seq_;
+    queue_.push_back(op);
     ++queued_waiters_;
     while (!op->done) {
       if (!leader_active_) {
@@ -793,6 +790,14 @@ class SqliteStore final : public Store {
         return;
       }
     }
+  }
+
+  // Queues an op nobody waits for (queue_mu_ held) and wakes the flusher when no leader will take
+  // it; a lingering flusher is already on its way (one wake-up per linger, not per op).
+  void EnqueueUnwaited(const OpPtr& op) {
+    op->seq = ++seq_;
+    queue_.push_back(op);
+    if (!leader_active_ && !flusher_lingering_) flush_cv_.notify_one();
   }
 
   // Moves the pending events into the queue (queue_mu_ held).

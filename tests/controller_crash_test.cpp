@@ -81,10 +81,7 @@ class CrashingStore final : public Store {
          << StateName(instance.target);
     if (instance.pending) what << " pending " << ActionName(*instance.pending);
     if (!Write(what.str())) return {};
-    const uint64_t mark = Mark();
-    Status s = real_->PutInstance(instance);
-    Durable(mark);
-    return s;
+    return Waited([&] { return real_->PutInstance(instance); });
   }
   // A queued write is lost when the crash comes before the next waited write returns, and the
   // driver may have acted on it meanwhile (a queued pause intent, then the pause): it is seen
@@ -104,10 +101,7 @@ class CrashingStore final : public Store {
   }
   Status DeleteInstance(const InstanceKey& key) override {
     if (!Write("DeleteInstance " + key.ToString())) return {};
-    const uint64_t mark = Mark();
-    Status s = real_->DeleteInstance(key);
-    Durable(mark);
-    return s;
+    return Waited([&] { return real_->DeleteInstance(key); });
   }
   std::string NewInstanceName(const std::string& tenant, const std::string& pool) override {
     return real_->NewInstanceName(tenant, pool);
@@ -115,20 +109,14 @@ class CrashingStore final : public Store {
   Result<int64_t> Allocate(const std::string& kind, const InstanceKey& owner, int64_t lo,
                            int64_t hi) override {
     if (!Write("Allocate " + kind + " " + owner.ToString())) return lo;
-    const uint64_t mark = Mark();
-    Result<int64_t> r = real_->Allocate(kind, owner, lo, hi);
-    Durable(mark);
-    return r;
+    return Waited([&] { return real_->Allocate(kind, owner, lo, hi); });
   }
   std::map<std::string, int64_t> AllocationsOf(const InstanceKey& owner) const override {
     return real_->AllocationsOf(owner);
   }
   Status ReleaseAll(const InstanceKey& owner) override {
     if (!Write("ReleaseAll " + owner.ToString())) return {};
-    const uint64_t mark = Mark();
-    Status s = real_->ReleaseAll(owner);
-    Durable(mark);
-    return s;
+    return Waited([&] { return real_->ReleaseAll(owner); });
   }
   void RecordEvent(const Event& event) override {
     if (!plan_.crashed) real_->RecordEvent(event);  // best effort, not counted
@@ -140,10 +128,7 @@ class CrashingStore final : public Store {
   Status Audit(const std::string& tenant, const std::string& actor, const std::string& action,
                const std::string& object, const std::string& detail) override {
     if (!Write("Audit " + action + " " + object)) return {};
-    const uint64_t mark = Mark();
-    Status s = real_->Audit(tenant, actor, action, object, detail);
-    Durable(mark);
-    return s;
+    return Waited([&] { return real_->Audit(tenant, actor, action, object, detail); });
   }
   void AuditQueued(const std::string& tenant, const std::string& actor, const std::string& action,
                    const std::string& object, const std::string& detail) override {
@@ -184,15 +169,18 @@ class CrashingStore final : public Store {
     return false;
   }
 
-  // Before a waited write: what is queued by now is durable once it returns (Durable).
-  uint64_t Mark() {
+  // A waited write: what was queued before it is durable once it returns.
+  template <typename Write>
+  auto Waited(Write write) -> decltype(write()) {
+    uint64_t mark = 0;
+    {
+      std::lock_guard lock(plan_.mu);
+      mark = undo_seq_;
+    }
+    auto result = write();
     std::lock_guard lock(plan_.mu);
-    return undo_seq_;
-  }
-  void Durable(uint64_t mark) {
-    std::lock_guard lock(plan_.mu);
-    if (plan_.crashed) return;
-    std::erase_if(undo_, [&](const Undo& u) { return u.seq <= mark; });
+    if (!plan_.crashed) std::erase_if(undo_, [&](const Undo& u) { return u.seq <= mark; });
+    return result;
   }
 
   std::unique_ptr<Store> real_;
