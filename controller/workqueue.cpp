@@ -79,7 +79,32 @@ std::optional<std::string> WorkQueue::Get() {
 
   Node* node = queue_.front();
   queue_.pop_front();
-  Entry& entry = node->second;
+  StartProcessingLocked(*node);
+
+  // Pass the baton: another idle getter takes the next ready key, or takes over waiting for the
+  // next deadline (it may be sleeping toward a later one, or without any).
+  if (!queue_.empty() || !delayed_.empty()) WakeGetterLocked();
+  return node->first;
+}
+
+bool WorkQueue::Claim(std::string_view key) {
+  std::lock_guard lock(mu_);
+  if (shutting_down_) return false;
+  if (PromoteDueLocked()) WakeGetterLocked();
+  auto it = entries_.find(key);
+  if (it != entries_.end()) {
+    if (AddLocked(key)) WakeGetterLocked();  // waiting already, or in flight: as Add
+    return false;
+  }
+  it = entries_.emplace(std::string(key), Entry{}).first;
+  ++adds_;
+  StartProcessingLocked(*it);
+  return true;
+}
+
+// Marks a key that is not in the ready queue as being processed (by Get's or Claim's caller).
+void WorkQueue::StartProcessingLocked(Node& node) {
+  Entry& entry = node.second;
   entry.dirty = false;
   entry.processing = true;
   entry.since = clock_->Now();
@@ -88,11 +113,6 @@ std::optional<std::string> WorkQueue::Get() {
   (newest_in_flight_ != nullptr ? newest_in_flight_->newer : oldest_in_flight_) = &entry;
   newest_in_flight_ = &entry;
   ++in_flight_;
-
-  // Pass the baton: another idle getter takes the next ready key, or takes over waiting for the
-  // next deadline (it may be sleeping toward a later one, or without any).
-  if (!queue_.empty() || !delayed_.empty()) WakeGetterLocked();
-  return node->first;
 }
 
 void WorkQueue::Done(std::string_view key) {

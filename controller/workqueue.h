@@ -95,6 +95,13 @@ class WorkQueue final : private Clock::Listener {
   // The next ready key, marked as being processed; blocks until there is one. nullopt: the
   // queue is shut down and has nothing left to hand out; the worker should return.
   std::optional<std::string> Get();
+  // Add, for a caller that would rather process the key itself, at once, than hand it to a
+  // worker (saving a thread wake-up). When the key is neither waiting nor being processed it is
+  // marked as being processed by the caller, no worker is woken, and true is returned: the caller
+  // then does what a worker does with a key from Get (Forget or AddRateLimited, then Done).
+  // Otherwise it is added as Add would (a waiting key keeps its place, a key in flight runs again
+  // after its Done) and false is returned; also false, ignoring the key, after shutdown.
+  bool Claim(std::string_view key);
   // Ends processing of a key returned by Get; requeues it if it was added meanwhile. Call it
   // exactly once per key Get returned, also after shutdown. A key not in flight is ignored.
   void Done(std::string_view key);
@@ -138,6 +145,7 @@ class WorkQueue final : private Clock::Listener {
   void ClockAdvanced() override;
 
   bool AddLocked(std::string_view key);
+  void StartProcessingLocked(Node& node);
   void AddAfterLocked(std::string_view key, Clock::Duration delay);
   bool PromoteDueLocked();
   void CompactDelayedLocked();

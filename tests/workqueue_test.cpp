@@ -147,8 +147,48 @@ TEST(WorkQueue, DoneForAKeyNotInFlightIsIgnored) {
   EXPECT_EQ(q.Metrics().completed, 1u);
 }
 
+TEST(WorkQueue, ClaimedKeyIsProcessedByTheCallerAndNotHandedOut) {
+  WorkQueue q;
+  ASSERT_TRUE(q.Claim("a"));
+  EXPECT_EQ(q.Len(), 0u);
+  EXPECT_EQ(q.Metrics().in_flight, 1u);
+  auto getter = std::async(std::launch::async, [&] { return q.Get(); });
+  EXPECT_EQ(getter.wait_for(50ms), std::future_status::timeout) << "a claimed key was handed out";
+  q.Add("a");  // while the claimer processes it: runs again after Done, in a worker
+  EXPECT_EQ(getter.wait_for(20ms), std::future_status::timeout);
+  q.Done("a");
+  EXPECT_EQ(Await(getter, q), "a");
+  q.Done("a");
+  EXPECT_EQ(q.Metrics().completed, 2u);
+  EXPECT_EQ(q.Metrics().in_flight, 0u);
+}
+
+TEST(WorkQueue, ClaimOfAKeyWaitingOrInFlightAddsItInstead) {
+  WorkQueue q;
+  q.Add("a");
+  q.Add("b");
+  EXPECT_FALSE(q.Claim("b")) << "a waiting key is the workers'";
+  EXPECT_EQ(q.Len(), 2u) << "and keeps its one place in line";
+  ASSERT_EQ(q.Get(), "a");
+  EXPECT_FALSE(q.Claim("a")) << "a key in flight is never processed twice at once";
+  EXPECT_EQ(q.Len(), 1u);
+  q.Done("a");
+  EXPECT_EQ(GetAndDone(q), "b");
+  EXPECT_EQ(GetAndDone(q), "a") << "claimed while in flight: runs again after Done";
+  EXPECT_EQ(q.Len(), 0u);
+}
+
+TEST(WorkQueue, ClaimAfterShutDownIsIgnored) {
+  WorkQueue q;
+  q.ShutDown();
+  EXPECT_FALSE(q.Claim("a"));
+  EXPECT_EQ(q.Metrics().in_flight, 0u);
+  EXPECT_EQ(q.Len(), 0u);
+}
+
 // Many producers and workers on few keys: a key is never processed by two workers at once, and
-// every Add is followed by a processing that started after it (no lost wake-up).
+// every Add is followed by a processing that started after it (no lost wake-up). Producers also
+// claim keys now and then and process them themselves, as Controller::SetDesired does.
 TEST(WorkQueue, NeverProcessesOneKeyConcurrentlyAndLosesNoAdd) {
   constexpr int kKeys = 16;
   constexpr int kProducers = 3;
@@ -172,20 +212,22 @@ TEST(WorkQueue, NeverProcessesOneKeyConcurrentlyAndLosesNoAdd) {
     }
   };
 
+  auto process = [&](const std::string& key) {
+    const int i = index_of(key);
+    raise(last_start[i], ++ticks);
+    if (in_flight[i].exchange(true)) ++overlaps;
+    std::this_thread::yield();  // widen the window a second worker would need
+    in_flight[i].store(false);
+    ++processed;
+    q.Done(key);
+  };
   std::vector<std::thread> workers;
   for (int w = 0; w < kWorkers; ++w) {
     workers.emplace_back([&] {
-      while (std::optional<std::string> key = q.Get()) {
-        const int i = index_of(*key);
-        raise(last_start[i], ++ticks);
-        if (in_flight[i].exchange(true)) ++overlaps;
-        std::this_thread::yield();  // widen the window a second worker would need
-        in_flight[i].store(false);
-        ++processed;
-        q.Done(*key);
-      }
+      while (std::optional<std::string> key = q.Get()) process(*key);
     });
   }
+  std::atomic<int> claimed{0};
   std::vector<std::thread> producers;
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
@@ -194,7 +236,14 @@ TEST(WorkQueue, NeverProcessesOneKeyConcurrentlyAndLosesNoAdd) {
       for (int n = 0; n < kAddsPerProducer; ++n) {
         const int i = pick(rng);
         raise(last_add[i], ++ticks);
-        q.Add(keys[i]);
+        if (n % 8 == 0) {
+          if (q.Claim(keys[i])) {
+            ++claimed;
+            process(keys[i]);
+          }
+        } else {
+          q.Add(keys[i]);
+        }
       }
     });
   }
@@ -204,6 +253,7 @@ TEST(WorkQueue, NeverProcessesOneKeyConcurrentlyAndLosesNoAdd) {
 
   EXPECT_EQ(overlaps.load(), 0);
   EXPECT_GT(processed.load(), 0);
+  EXPECT_GT(claimed.load(), 0);
   EXPECT_LE(processed.load(), kProducers * kAddsPerProducer);
   for (int i = 0; i < kKeys; ++i) {
     if (last_add[i].load() == 0) continue;
