@@ -21,10 +21,12 @@
 //               up by one; measured from just before rename() to the first driver call for that
 //               pool (Vmm::Prepare of the new instance, seen by a timing decorator around the
 //               fake). Each edit waits until the new instance is Running and the queue is idle.
-//               p50/p99; target p99 <= debounce + 1 ms. Components per edit: kernel delivery
-//               (a bare inotify fd), rename -> ManifestSource callback (watcher debounce +
-//               loader), SetDesired, callback -> first driver call (controller reaction), and
-//               the loader alone (Loader::Load of one changed file, timed apart).
+//               p50/p99; target p99 <= debounce + 1 ms. The source's `staged` hook is wired to
+//               Controller::Stage, as in mvmd. Components per edit: kernel delivery (a bare
+//               inotify fd), rename -> ManifestSource callback (watcher debounce + loader),
+//               SetDesired (it plans a single changed pool itself), callback -> first driver
+//               call (controller reaction), and the loader alone (Loader::Load of one changed
+//               file, timed apart).
 //  transitions  A fresh store, --trans-pools pools sharing --trans-instances instances, fake
 //               driver with no latency, --workers workers: create them Running (prepare +
 //               start), then --cycles times scale every pool to Warm (pause) and back to Running
@@ -532,6 +534,9 @@ class Fleet {
     source.roots = {manifests_};
     source.parse = parse_;
     source.debounce = std::chrono::milliseconds(flags_.debounceMs);
+    source.staged = [this](std::shared_ptr<const mvm::manifests::DesiredState> state) {
+      controller_->Stage(std::move(state));
+    };
     auto started = mvm::manifests::ManifestSource::Start(
         source, [this](std::shared_ptr<const mvm::manifests::DesiredState> state,
                        const mvm::manifests::Diff&) {

@@ -290,16 +290,18 @@ void Controller::Stop() {
 }
 
 void Controller::Worker() {
-  while (auto key = queue_.Get()) {
-    Status s = Reconcile(*key);
-    if (s.ok()) {
-      queue_.Forget(*key);
-    } else {
-      spdlog::debug("reconcile {}: {}", *key, s.error().message);
-      queue_.AddRateLimited(*key);
-    }
-    queue_.Done(*key);
+  while (auto key = queue_.Get()) Process(*key);
+}
+
+void Controller::Process(const std::string& key) {
+  Status s = Reconcile(key);
+  if (s.ok()) {
+    queue_.Forget(key);
+  } else {
+    spdlog::debug("reconcile {}: {}", key, s.error().message);
+    queue_.AddRateLimited(key);
   }
+  queue_.Done(key);
 }
 
 void Controller::Timers() {
@@ -347,21 +349,25 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
   std::shared_ptr<const manifests::DesiredState> effective = desired;
   manifests::Diff diff;
   bool first = false;
-  // The snapshot replaced: freed on return, after the dirty pools are queued (a snapshot of
-  // 1,000 pools takes a while to free).
   std::shared_ptr<const manifests::DesiredState> before;
   {
     std::unique_lock lock(mu_);
     before = desired_;
     first = !before;
     raw_desired_ = desired;
-    // One walk of both snapshots: what changed, and which pools would go.
-    diff = manifests::ComputeDiff(before ? *before : kEmpty, *desired);
+    // One walk of both snapshots: what changed, and which pools would go (done ahead by Stage
+    // when it saw this snapshot on top of this desired state).
+    if (before && staged_.base == before && staged_.next == desired) {
+      diff = std::move(staged_.diff);
+    } else {
+      diff = manifests::ComputeDiff(before ? *before : kEmpty, *desired);
+    }
+    staged_ = {};
     std::set<PoolId> removed;
     for (const auto& key : diff.removed) {
       if (key.kind == manifests::Kind::kPool) removed.insert({key.tenant, key.name});
     }
-    const size_t previous_pools = before ? before->PoolCount() : 0;
+    const size_t previous_pools = before && !removed.empty() ? before->PoolCount() : 0;
     bool mass = !removed.empty() && removed.size() >= options_.massDeletionMinPools &&
                 static_cast<double>(removed.size()) >=
                     options_.massDeletionFraction * static_cast<double>(previous_pools);
@@ -393,20 +399,49 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
     Resync();
     return;
   }
+  std::vector<std::string> pools;
   std::set<std::string> tenants;
   for (const auto* list : {&diff.added, &diff.changed, &diff.removed}) {
     for (const auto& key : *list) {
       if (key.kind == manifests::Kind::kPool) {
-        queue_.Add(PoolQueueKey(key.tenant, key.name));
+        pools.push_back(PoolQueueKey(key.tenant, key.name));
       } else {
         tenants.insert(key.name);
       }
     }
   }
+  // The workers take every pool but the first; this thread plans that one itself, unless a
+  // worker has it already: a single edited pool is planned without waiting for a worker to wake.
+  for (size_t n = 1; n < pools.size(); ++n) queue_.Add(pools[n]);
   // A tenant's quota changed: every pool of it may now move.
   for (const auto& tenant : tenants) {
     for (const auto& p : effective->PoolsOf(tenant)) queue_.Add(PoolQueueKey(tenant, p->key.name));
   }
+  if (!pools.empty() && queue_.Claim(pools.front())) Process(pools.front());
+  // The snapshot replaced is freed later, off this path (a worker woken on this CPU may wait for
+  // this thread): by the next Stage, or else the next SetDesired.
+  std::unique_lock lock(mu_);
+  std::swap(retired_, before);
+}
+
+void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
+  std::shared_ptr<const manifests::DesiredState> base = Desired();
+  if (!base || !next) return;  // the first snapshot plans every pool anyway
+  std::shared_ptr<const manifests::DesiredState> retired;
+  {
+    std::unique_lock lock(mu_);
+    retired = std::move(retired_);  // freed here, off SetDesired's path
+  }
+  Staged staged{base, next, manifests::ComputeDiff(*base, *next)};
+  for (const auto* list : {&staged.diff.added, &staged.diff.changed}) {
+    for (const auto& key : *list) {
+      const manifests::Object* object = next->Find(key);
+      if (object && object->pool()) TemplateHash(*object);  // cached for the pool's plan
+    }
+  }
+  std::unique_lock lock(mu_);
+  // Staged against a desired state that has since moved on: of no use to SetDesired.
+  if (desired_ == base) staged_ = std::move(staged);
 }
 
 void Controller::ConfirmPrune() {

@@ -77,6 +77,12 @@ class Controller final : public StatusView {
 
   // A new desired-state snapshot (from ManifestSource). Safe from any thread.
   void SetDesired(std::shared_ptr<const manifests::DesiredState> desired);
+  // A snapshot SetDesired is expected to receive soon (ManifestSource's `staged`, during the
+  // debounce): does ahead the work of SetDesired that depends only on the snapshots (the diff
+  // against the desired state, the template hashes of the pools it adds or changes), so that
+  // SetDesired only queues. Changes nothing the controller decides: SetDesired with another
+  // snapshot, or after the desired state moved, computes as before. Safe from any thread.
+  void Stage(std::shared_ptr<const manifests::DesiredState> next);
   // Re-plans every pool now (SIGHUP).
   void Resync();
   // Lets a held-back mass removal proceed.
@@ -106,6 +112,8 @@ class Controller final : public StatusView {
   using PoolId = std::pair<std::string, std::string>;  // tenant, pool
 
   void Worker();
+  // A worker's handling of a key it got (or claimed): reconcile, then Forget or back off, Done.
+  void Process(const std::string& key);
   void Timers();
   Status Reconcile(const std::string& key);
   Status ReconcilePool(const std::string& tenant, const std::string& pool);
@@ -151,6 +159,14 @@ class Controller final : public StatusView {
   std::shared_ptr<const manifests::DesiredState> desired_;  // after the mass-deletion guard
   std::set<PoolId> held_back_;
   bool prune_confirmed_ = false;
+  // Stage()'s work: the diff from `base` (desired_ then) to `next`.
+  struct Staged {
+    std::shared_ptr<const manifests::DesiredState> base, next;
+    manifests::Diff diff;
+  };
+  Staged staged_;
+  // The desired state SetDesired replaced last (a snapshot of 1,000 pools takes a while to free).
+  std::shared_ptr<const manifests::DesiredState> retired_;
   std::map<PoolId, PoolStatus> pool_status_;
   std::map<std::string, TenantUsage> usage_;
   // Pools whose last plan the quota held back, per tenant, and how often each tenant's usage

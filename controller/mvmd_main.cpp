@@ -117,14 +117,17 @@ int RunMvmd(int argc, char** argv, const VmmFactory& factory) {
   source_options.parse.defaultRuntime =
       manifests::ParseRuntime(f.runtime).value_or(manifests::Runtime::kFirecracker);
   source_options.debounce = std::chrono::milliseconds(f.debounceMs);
+  source_options.staged = [&controller](std::shared_ptr<const manifests::DesiredState> state) {
+    controller.Stage(std::move(state));
+  };
   auto source = manifests::ManifestSource::Start(
       source_options, [&controller](std::shared_ptr<const manifests::DesiredState> state,
                                     const manifests::Diff& diff) {
+        controller.SetDesired(state);  // first: the log line is not on the way to the workers
         spdlog::info("manifests revision {}: {} objects (+{} ~{} -{}), {} errors", state->revision,
                      state->objects.size(), diff.added.size(), diff.changed.size(),
                      diff.removed.size(), state->diagnostics.size());
         for (const auto& d : state->diagnostics) spdlog::warn("{}", d.ToString());
-        controller.SetDesired(std::move(state));
       });
   if (!source) return fail(source.error().message);
 

@@ -36,8 +36,16 @@ Result<std::unique_ptr<ManifestSource>> ManifestSource::Start(Options options, C
 }
 
 void ManifestSource::Stage(const ChangeSet& changes) {
-  std::lock_guard lock(load_mu_);
-  if (loader_.Load(changes).changed) staged_ = true;
+  std::shared_ptr<const DesiredState> state;
+  {
+    std::lock_guard lock(load_mu_);
+    if (!loader_.Load(changes).changed) return;
+    staged_ = true;
+    state = loader_.Current();
+    stagedDiff_ = ComputeDiff(*Current(), *state);
+    stagedState_ = state;
+  }
+  if (options_.staged) options_.staged(std::move(state));
 }
 
 void ManifestSource::Apply(const ChangeSet& changes) {
@@ -47,8 +55,11 @@ void ManifestSource::Apply(const ChangeSet& changes) {
     staged_ = false;
     std::shared_ptr<const DesiredState> delivered = Current();
     outcome.state = loader_.Current();
-    outcome.diff = ComputeDiff(*delivered, *outcome.state);
+    outcome.diff = outcome.state == stagedState_ ? std::move(stagedDiff_)
+                                                 : ComputeDiff(*delivered, *outcome.state);
     outcome.changed = outcome.state != delivered;
+    stagedState_.reset();
+    stagedDiff_ = Diff{};
   }
   Publish(outcome);
 }

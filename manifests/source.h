@@ -10,7 +10,9 @@
 //    loads made ahead during the quiet time).
 //  - Parses ahead: files that are complete are loaded while the batch's quiet time runs (the
 //    watcher's preview), so when it ends the snapshot is ready and only re-checked (a stat per
-//    path), not parsed and assembled then.
+//    path), not parsed and assembled then. The diff against the last delivered snapshot is
+//    computed ahead too, and `staged` (if set) is shown the snapshot that is expected to be
+//    delivered, so its consumer can prepare for it (Controller::Stage).
 //  - Callbacks run on the watcher's thread, one at a time, never after the source is destroyed.
 //  - Current() is safe from any thread.
 
@@ -36,6 +38,10 @@ class ManifestSource {
     std::vector<std::filesystem::path> roots;
     ParseOptions parse;
     std::chrono::microseconds debounce = std::chrono::milliseconds(50);
+    // A snapshot loaded ahead, during a batch's quiet time: what the callback will receive when
+    // the quiet time ends, unless the files change again meanwhile. On the watcher's thread,
+    // before that callback. Advisory: it may be followed by a different snapshot, or by none.
+    std::function<void(std::shared_ptr<const DesiredState>)> staged = nullptr;
   };
   using Callback = std::function<void(std::shared_ptr<const DesiredState>, const Diff&)>;
 
@@ -57,8 +63,10 @@ class ManifestSource {
   std::mutex load_mu_;  // serialises the loader: the first load, then watcher batches
   Loader loader_;
   // Loaded ahead and not delivered yet (under load_mu_): the loader's state moved on from
-  // current_ without a callback.
+  // current_ without a callback. stagedState_ and stagedDiff_ (against current_) are that load's.
   bool staged_ = false;
+  std::shared_ptr<const DesiredState> stagedState_;
+  Diff stagedDiff_;
   mutable std::mutex mu_;  // guards current_
   std::shared_ptr<const DesiredState> current_;
   std::unique_ptr<Watcher> watcher_;

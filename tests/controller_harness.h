@@ -77,6 +77,14 @@ class ControllerHarness {
 
   // Parses the documents (all must be valid) into a snapshot and hands it to the controller.
   void Apply(const std::vector<std::string>& documents) {
+    last_desired_ = Snapshot(documents);
+    controller_->SetDesired(last_desired_);
+  }
+
+  // The snapshot Apply would hand over, built on top of the last one applied (unchanged objects
+  // stay the same instances, as the loader keeps them), without handing it over.
+  std::shared_ptr<const manifests::DesiredState> Snapshot(
+      const std::vector<std::string>& documents) const {
     std::vector<manifests::FileObjects> files;
     manifests::Diagnostics diagnostics;
     manifests::ParseOptions parse;
@@ -91,8 +99,12 @@ class ControllerHarness {
         manifests::Assemble(files, last_desired_.get(), diagnostics));
     if (!diagnostics.empty()) throw std::runtime_error(diagnostics[0].ToString());
     state->revision = last_desired_ ? last_desired_->revision + 1 : 1;
+    return state;
+  }
+  // Hands over a snapshot built by Snapshot().
+  void ApplySnapshot(std::shared_ptr<const manifests::DesiredState> state) {
     last_desired_ = state;
-    controller_->SetDesired(state);
+    controller_->SetDesired(std::move(state));
   }
 
   bool WaitConverged(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {

@@ -225,5 +225,70 @@ TEST(Controller, RollingUpdateReplacesInstancesOneAtATime) {
   EXPECT_THAT(h.Leaks(), IsEmpty());
 }
 
+// Stage() only does work ahead: a staged snapshot that never arrives, or one staged on top of a
+// desired state that has moved on since, changes nothing SetDesired decides.
+TEST(Controller, StagedSnapshotsChangeNothingThatIsDecided) {
+  ControllerHarness h;
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  // Staged, then superseded by another snapshot: its pool never appears.
+  h.controller().Stage(
+      h.Snapshot({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "api", 1, 0, 0)}));
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "db", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_THAT(h.store().ListPool("acme", "api"), IsEmpty());
+  EXPECT_EQ(h.Count("acme", "db"), (Counts{1, 0, 0}));
+  // Staged on top of a desired state that moved on before it arrived: its diff against the old
+  // one (web changed) must not be used; against the new one, cache is removed too.
+  auto next =
+      h.Snapshot({kTenant, PoolYaml("acme", "web", 2, 0, 0), PoolYaml("acme", "db", 1, 0, 0)});
+  h.controller().Stage(next);
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "db", 1, 0, 0),
+           PoolYaml("acme", "cache", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "cache"), (Counts{1, 0, 0}));
+  h.ApplySnapshot(next);
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{2, 0, 0}));
+  EXPECT_EQ(h.Count("acme", "db"), (Counts{1, 0, 0}));
+  EXPECT_THAT(h.store().ListPool("acme", "cache"), IsEmpty());
+  // Staged and then delivered, as the manifest source does it.
+  auto last =
+      h.Snapshot({kTenant, PoolYaml("acme", "web", 3, 0, 0), PoolYaml("acme", "db", 1, 0, 0)});
+  h.controller().Stage(last);
+  h.ApplySnapshot(last);
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "web"), (Counts{3, 0, 0}));
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+// A snapshot that changes one pool has it planned by SetDesired's caller (the manifest
+// watcher), not handed to a worker that first has to wake: here the only worker is busy in a
+// slow driver call, and the new pool's instances are recorded when SetDesired returns.
+TEST(Controller, SetDesiredPlansASingleChangedPoolItself) {
+  Controller::Options options;
+  options.workers = 1;
+  ControllerHarness h(options);
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
+  ASSERT_TRUE(h.WaitConverged());
+  h.vmm().SetLatency(std::chrono::milliseconds(1500));
+  h.Apply({kTenant, PoolYaml("acme", "web", 2, 0, 0)});
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (h.vmm().in_flight() == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(h.vmm().in_flight(), 1) << "the worker should be in the new web instance's Prepare";
+  h.Apply({kTenant, PoolYaml("acme", "web", 2, 0, 0), PoolYaml("acme", "api", 2, 0, 0)});
+  EXPECT_EQ(h.vmm().in_flight(), 1) << "the worker is still busy";
+  auto api = h.store().ListPool("acme", "api");
+  EXPECT_EQ(api.size(), 2u) << "the changed pool was not planned by SetDesired's caller";
+  for (const auto& i : api) EXPECT_EQ(i.target, S::kRunning);
+  h.vmm().SetLatency(std::chrono::microseconds(0));
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "api"), (Counts{2, 0, 0}));
+  EXPECT_EQ(h.vmm().overlaps(), 0);
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
 }  // namespace
 }  // namespace mvm::controller

@@ -235,6 +235,11 @@ class FakeVmm final : public controller::Vmm {
   }
   // Calls that overlapped another call on the same instance: must stay 0.
   int overlaps() const { return overlaps_; }
+  // Actions under way right now (begun, not yet returned).
+  int in_flight() const {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(busy_.size());
+  }
   std::chrono::steady_clock::time_point first_call_time() const {
     std::lock_guard lock(mu_);
     return first_call_;

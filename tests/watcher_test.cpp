@@ -671,9 +671,14 @@ TEST(ManifestSource, ParsesAheadYetDeliversOnePerQuietBatchWithTheDiffSinceTheLa
   std::mutex mu;
   std::condition_variable cv;
   std::vector<Delivery> got;
+  std::vector<std::shared_ptr<const mvm::manifests::DesiredState>> staged;
   mvm::manifests::ManifestSource::Options options;
   options.roots = {root};
   options.debounce = 300ms;
+  options.staged = [&](std::shared_ptr<const mvm::manifests::DesiredState> state) {
+    std::lock_guard lock(mu);
+    staged.push_back(std::move(state));
+  };
   auto source = mvm::manifests::ManifestSource::Start(
       options, [&](std::shared_ptr<const mvm::manifests::DesiredState> state,
                    const mvm::manifests::Diff& diff) {
@@ -690,6 +695,7 @@ TEST(ManifestSource, ParsesAheadYetDeliversOnePerQuietBatchWithTheDiffSinceTheLa
   const auto key = mvm::manifests::ObjectKey::PoolKey("acme", "web");
 
   // Two versions inside one quiet time (each complete, so each parsed ahead): one delivery.
+  size_t staged_before_broken = 0;
   ReplaceFile(root / "web.yaml", PoolManifest(1));
   std::this_thread::sleep_for(50ms);
   ReplaceFile(root / "web.yaml", PoolManifest(2));
@@ -705,6 +711,12 @@ TEST(ManifestSource, ParsesAheadYetDeliversOnePerQuietBatchWithTheDiffSinceTheLa
     EXPECT_TRUE(d.diff.changed.empty());
     EXPECT_GT(d.state->revision, got[0].state->revision);
     EXPECT_EQ(source.value()->Current(), d.state);
+    // Shown as staged while the quiet time ran (each version, unless the watcher read both
+    // at once): the last one staged is what was delivered.
+    ASSERT_FALSE(staged.empty());
+    ASSERT_LE(staged.size(), 2u);
+    EXPECT_EQ(staged.back(), d.state);
+    staged_before_broken = staged.size();
   }
 
   // A broken version: delivered with its error, the last good pool kept, nothing changed.
@@ -717,6 +729,8 @@ TEST(ManifestSource, ParsesAheadYetDeliversOnePerQuietBatchWithTheDiffSinceTheLa
     ASSERT_NE(d.state->Find(key), nullptr);
     EXPECT_EQ(d.state->Find(key)->pool()->replicas.warm, 2);
     EXPECT_TRUE(d.diff.empty());
+    ASSERT_EQ(staged.size(), staged_before_broken + 1);
+    EXPECT_EQ(staged.back(), d.state);
   }
 }
 
