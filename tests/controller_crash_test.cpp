@@ -33,6 +33,7 @@
 #include "controller/state_machine.h"
 #include "controller/store.h"
 #include "tests/controller_harness.h"
+#include "tests/forwarding_store.h"
 
 namespace mvm::controller {
 namespace {
@@ -54,34 +55,18 @@ struct CrashPlan {
   std::string crashWrite;  // the write the crash prevented
 };
 
-class CrashingStore final : public Store {
+class CrashingStore final : public testing::ForwardingStore {
  public:
   CrashingStore(std::unique_ptr<Store> real, CrashPlan& plan)
-      : real_(std::move(real)), plan_(plan) {}
+      : ForwardingStore(std::move(real)), plan_(plan) {}
 
-  std::vector<Instance> ListInstances() const override { return real_->ListInstances(); }
-  std::vector<std::pair<std::string, std::string>> ListPools() const override {
-    return real_->ListPools();
-  }
-  std::vector<Instance> ListPool(const std::string& tenant,
-                                 const std::string& pool) const override {
-    return real_->ListPool(tenant, pool);
-  }
-  std::optional<Instance> GetInstance(const InstanceKey& key) const override {
-    return real_->GetInstance(key);
-  }
-  void ForEachInPool(const std::string& tenant, const std::string& pool,
-                     const std::function<void(const Instance&)>& fn) const override {
-    real_->ForEachInPool(tenant, pool, fn);
-  }
-  size_t InstanceCount() const override { return real_->InstanceCount(); }
   Status PutInstance(const Instance& instance) override {
     std::ostringstream what;
     what << "PutInstance " << instance.key.ToString() << " " << StateName(instance.state) << "->"
          << StateName(instance.target);
     if (instance.pending) what << " pending " << ActionName(*instance.pending);
     if (!Write(what.str())) return {};
-    return Waited([&] { return real_->PutInstance(instance); });
+    return Waited([&] { return real().PutInstance(instance); });
   }
   // A queued write is lost when the crash comes before the next waited write returns, and the
   // driver may have acted on it meanwhile (a queued pause intent, then the pause): it is seen
@@ -95,52 +80,36 @@ class CrashingStore final : public Store {
     if (!Write(what.str())) return {};
     {
       std::lock_guard lock(plan_.mu);
-      undo_.push_back({++undo_seq_, instance.key, real_->GetInstance(instance.key)});
+      undo_.push_back({++undo_seq_, instance.key, real().GetInstance(instance.key)});
     }
-    return real_->PutInstanceQueued(instance);
+    return real().PutInstanceQueued(instance);
   }
   Status DeleteInstance(const InstanceKey& key) override {
     if (!Write("DeleteInstance " + key.ToString())) return {};
-    return Waited([&] { return real_->DeleteInstance(key); });
-  }
-  std::string NewInstanceName(const std::string& tenant, const std::string& pool) override {
-    return real_->NewInstanceName(tenant, pool);
+    return Waited([&] { return real().DeleteInstance(key); });
   }
   Result<int64_t> Allocate(const std::string& kind, const InstanceKey& owner, int64_t lo,
                            int64_t hi) override {
     if (!Write("Allocate " + kind + " " + owner.ToString())) return lo;
-    return Waited([&] { return real_->Allocate(kind, owner, lo, hi); });
-  }
-  std::map<std::string, int64_t> AllocationsOf(const InstanceKey& owner) const override {
-    return real_->AllocationsOf(owner);
+    return Waited([&] { return real().Allocate(kind, owner, lo, hi); });
   }
   Status ReleaseAll(const InstanceKey& owner) override {
     if (!Write("ReleaseAll " + owner.ToString())) return {};
-    return Waited([&] { return real_->ReleaseAll(owner); });
+    return Waited([&] { return real().ReleaseAll(owner); });
   }
   void RecordEvent(const Event& event) override {
-    if (!plan_.crashed) real_->RecordEvent(event);  // best effort, not counted
-  }
-  std::vector<Event> Events(const std::string& objectKind,
-                            const std::string& objectKey) const override {
-    return real_->Events(objectKind, objectKey);
+    if (!plan_.crashed) real().RecordEvent(event);  // best effort, not counted
   }
   Status Audit(const std::string& tenant, const std::string& actor, const std::string& action,
                const std::string& object, const std::string& detail) override {
     if (!Write("Audit " + action + " " + object)) return {};
-    return Waited([&] { return real_->Audit(tenant, actor, action, object, detail); });
+    return Waited([&] { return real().Audit(tenant, actor, action, object, detail); });
   }
   void AuditQueued(const std::string& tenant, const std::string& actor, const std::string& action,
                    const std::string& object, const std::string& detail) override {
     if (Write("Audit " + action + " " + object)) {
-      real_->AuditQueued(tenant, actor, action, object, detail);
+      real().AuditQueued(tenant, actor, action, object, detail);
     }
-  }
-  std::vector<AuditEntry> AuditLog(const std::string& tenant) const override {
-    return real_->AuditLog(tenant);
-  }
-  AuditVerification VerifyAudit(const std::string& tenant) const override {
-    return real_->VerifyAudit(tenant);
   }
 
  private:
@@ -159,9 +128,9 @@ class CrashingStore final : public Store {
       // The queued writes not yet made durable are lost with the process.
       for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
         if (it->before) {
-          (void)real_->PutInstance(*it->before);
+          (void)real().PutInstance(*it->before);
         } else {
-          (void)real_->DeleteInstance(it->key);
+          (void)real().DeleteInstance(it->key);
         }
       }
       undo_.clear();
@@ -183,7 +152,6 @@ class CrashingStore final : public Store {
     return result;
   }
 
-  std::unique_ptr<Store> real_;
   CrashPlan& plan_;
   // Queued writes not yet durable, each with the record it replaced (guarded by plan_.mu).
   struct Undo {
