@@ -439,9 +439,26 @@ void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
       if (object && object->pool()) TemplateHash(*object);  // cached for the pool's plan
     }
   }
+  // The first few pools it changes are planned now, against the instances as they are; the
+  // pool's reconcile uses such a plan only if nothing it was made from has changed since (see
+  // TakeStagedPlan), so a plan made here never decides anything a plan made then would not.
+  std::map<PoolId, std::unique_ptr<PoolPlanning>> plans;
+  for (const auto* list : {&staged.diff.added, &staged.diff.changed, &staged.diff.removed}) {
+    for (const auto& key : *list) {
+      if (key.kind != manifests::Kind::kPool || plans.size() >= kStagedPlans) continue;
+      PlanInputs inputs;
+      {
+        std::shared_lock lock(mu_);
+        inputs = ReadPlanInputs(*next, key.tenant, key.name);
+      }
+      plans[{key.tenant, key.name}] = PlanNow(next, key.tenant, key.name, inputs);
+    }
+  }
   std::unique_lock lock(mu_);
   // Staged against a desired state that has since moved on: of no use to SetDesired.
   if (desired_ == base) staged_ = std::move(staged);
+  staged_plans_.swap(plans);  // the previous stage's plans, if any, are freed below
+  lock.unlock();
 }
 
 void Controller::ConfirmPrune() {
@@ -467,31 +484,32 @@ Status Controller::Reconcile(const std::string& key) {
   return pool ? ReconcilePool(tenant, name) : ReconcileInstance({tenant, name});
 }
 
-Status Controller::ReconcilePool(const std::string& tenant, const std::string& pool) {
-  std::lock_guard tenant_lock(TenantLock(tenant));
-  std::shared_ptr<const manifests::DesiredState> desired = Desired();
-  // Until the first snapshot arrives nothing is decided: an unknown pool is not a removed one.
-  if (!desired) return {};
-  const manifests::Object* object = desired->Find(manifests::ObjectKey::PoolKey(tenant, pool));
-  const manifests::Object* tenant_object = desired->Find(manifests::ObjectKey::TenantKey(tenant));
+Controller::PlanInputs Controller::ReadPlanInputs(const manifests::DesiredState& desired,
+                                                  const std::string& tenant,
+                                                  const std::string& pool) const {
+  auto held = [&](const manifests::ObjectKey& key) {
+    auto it = desired.objects.find(key);
+    return it == desired.objects.end() ? nullptr : it->second;
+  };
   PlanInputs inputs;
-  {
-    auto held = [&](const manifests::ObjectKey& key) {
-      auto it = desired->objects.find(key);
-      return it == desired->objects.end() ? nullptr : it->second;
-    };
-    inputs.pool = held(manifests::ObjectKey::PoolKey(tenant, pool));
-    inputs.tenant = held(manifests::ObjectKey::TenantKey(tenant));
-    std::shared_lock lock(mu_);
-    auto v = pool_versions_.find({tenant, pool});
-    if (v != pool_versions_.end()) inputs.poolVersion = v->second;
-    auto u = usage_versions_.find(tenant);
-    if (u != usage_versions_.end()) inputs.tenantVersion = u->second;
-    auto memo = settled_plans_.find({tenant, pool});
-    if (memo != settled_plans_.end() && memo->second == inputs) return {};  // nothing to do
-  }
+  inputs.pool = held(manifests::ObjectKey::PoolKey(tenant, pool));
+  inputs.tenant = held(manifests::ObjectKey::TenantKey(tenant));
+  auto v = pool_versions_.find({tenant, pool});
+  if (v != pool_versions_.end()) inputs.poolVersion = v->second;
+  auto u = usage_versions_.find(tenant);
+  if (u != usage_versions_.end()) inputs.tenantVersion = u->second;
+  return inputs;
+}
 
-  PlanInput in;
+std::unique_ptr<Controller::PoolPlanning> Controller::PlanNow(
+    std::shared_ptr<const manifests::DesiredState> desired, const std::string& tenant,
+    const std::string& pool, const PlanInputs& inputs) {
+  auto p = std::make_unique<PoolPlanning>();
+  p->desired = std::move(desired);
+  p->inputs = inputs;
+  PlanInput& in = p->in;
+  const manifests::Object* object = inputs.pool.get();
+  const manifests::Object* tenant_object = inputs.tenant.get();
   in.tenant = tenant;
   in.pool = pool;
   in.object = object;
@@ -499,23 +517,73 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   in.prune = options_.prune;
   in.quota = tenant_object && tenant_object->tenant() ? &tenant_object->tenant()->quota : nullptr;
   in.nowMs = Now();
-  uint64_t releases = 0;
   {
     std::shared_lock lock(mu_);
     auto it = usage_.find(tenant);
     if (it != usage_.end()) in.others = it->second;
     auto r = usage_releases_.find(tenant);
-    if (r != usage_releases_.end()) releases = r->second;
+    if (r != usage_releases_.end()) p->releases = r->second;
   }
   // The tenant's usage is read before the pool's instances: a worker finishing an action in
   // between only lowers an instance's footprint, so `others` errs high (refuses, then the
-  // release replans), never low. Workers never raise one (the intent is checked, see below).
-  std::vector<Instance> instances = store_.ListPool(tenant, pool);
-  for (const auto& i : instances) {
+  // release replans), never low. Workers never raise one (the intent is checked, see
+  // ReconcileInstance). Both are read after `inputs`' versions: a write in between makes them
+  // differ from the versions at any later check.
+  p->instances = store_.ListPool(tenant, pool);
+  for (const auto& i : p->instances) {
     in.instances.push_back(&i);
     if (i.spec) in.others -= Footprint(*i.spec, i.state, i.target, i.pending);
   }
-  Plan plan = PlanPool(in);
+  p->plan = PlanPool(in);
+  return p;
+}
+
+std::unique_ptr<Controller::PoolPlanning> Controller::TakeStagedPlan(const std::string& tenant,
+                                                                     const std::string& pool,
+                                                                     const PlanInputs& inputs) {
+  std::unique_ptr<PoolPlanning> p;
+  {
+    std::unique_lock lock(mu_);
+    auto it = staged_plans_.find({tenant, pool});
+    if (it == staged_plans_.end()) return nullptr;
+    p = std::move(it->second);
+    staged_plans_.erase(it);
+  }
+  // PlanPool is a pure function of its inputs and the time: with the same objects and no write
+  // to the pool's instances or the tenant's usage since (the versions), it decides the same,
+  // unless one of its waits ran out meanwhile (time only shortens them).
+  if (!(p->inputs == inputs)) return nullptr;
+  const int64_t elapsed = Now() - p->in.nowMs;
+  if (elapsed < 0) return nullptr;
+  if (p->plan.requeueAfterMs > 0) {
+    if (elapsed >= p->plan.requeueAfterMs) return nullptr;
+    p->plan.requeueAfterMs -= elapsed;
+  }
+  return p;
+}
+
+Status Controller::ReconcilePool(const std::string& tenant, const std::string& pool) {
+  std::lock_guard tenant_lock(TenantLock(tenant));
+  std::shared_ptr<const manifests::DesiredState> desired = Desired();
+  // Until the first snapshot arrives nothing is decided: an unknown pool is not a removed one.
+  if (!desired) return {};
+  const manifests::Object* object = desired->Find(manifests::ObjectKey::PoolKey(tenant, pool));
+  PlanInputs inputs;
+  bool any_staged = false;
+  {
+    std::shared_lock lock(mu_);
+    inputs = ReadPlanInputs(*desired, tenant, pool);
+    auto memo = settled_plans_.find({tenant, pool});
+    if (memo != settled_plans_.end() && memo->second == inputs) return {};  // nothing to do
+    any_staged = !staged_plans_.empty();
+  }
+  std::unique_ptr<PoolPlanning> planning;
+  if (any_staged) planning = TakeStagedPlan(tenant, pool, inputs);  // planned by Stage()
+  if (!planning) planning = PlanNow(desired, tenant, pool, inputs);
+  const PlanInput& in = planning->in;
+  const std::vector<Instance>& instances = planning->instances;
+  const uint64_t releases = planning->releases;
+  const Plan& plan = planning->plan;
   if (!plan.quotaMessage.empty()) {
     // Held back by the quota: wait for the tenant to free some (AccountUsage wakes the pool),
     // or plan again at once if it already did since the usage was read.

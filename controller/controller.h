@@ -187,6 +187,30 @@ class Controller final : public StatusView {
   std::map<PoolId, uint64_t> pool_versions_;
   std::map<std::string, uint64_t> usage_versions_;
   std::map<PoolId, PlanInputs> settled_plans_;
+  // A pool's plan with what it was made from: the snapshot (which `in` points into), the
+  // versions read before the instances, the instances as read, and the tenant's quota-release
+  // count then.
+  struct PoolPlanning {
+    std::shared_ptr<const manifests::DesiredState> desired;
+    PlanInputs inputs;
+    std::vector<Instance> instances;
+    PlanInput in;
+    uint64_t releases = 0;
+    Plan plan;
+  };
+  // Plans made by Stage() for the pools a staged snapshot changes (at most kStagedPlans).
+  static constexpr size_t kStagedPlans = 4;
+  std::map<PoolId, std::unique_ptr<PoolPlanning>> staged_plans_;
+  // Under mu_ (shared is enough): the objects and versions a plan of the pool reads.
+  PlanInputs ReadPlanInputs(const manifests::DesiredState& desired, const std::string& tenant,
+                            const std::string& pool) const;
+  // Reads the pool's instances and the tenant's usage and plans, for `inputs` read just before.
+  std::unique_ptr<PoolPlanning> PlanNow(std::shared_ptr<const manifests::DesiredState> desired,
+                                        const std::string& tenant, const std::string& pool,
+                                        const PlanInputs& inputs);
+  // The plan Stage() made for the pool, if it still holds for `inputs` and the time now.
+  std::unique_ptr<PoolPlanning> TakeStagedPlan(const std::string& tenant, const std::string& pool,
+                                               const PlanInputs& inputs);
 
   std::string TemplateHash(const manifests::Object& pool);
   std::mutex template_mu_;

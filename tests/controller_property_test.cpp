@@ -87,6 +87,9 @@ enum class QuotaChange { kKeep, kRaiseRunning, kRaiseWarm, kRaiseSleeping, kUnli
 struct Edit {
   std::array<PoolEdit, kPools> pools;
   std::array<QuotaChange, kTenants> quota{};
+  // >= 0: the snapshot is first staged (Controller::Stage, as the manifest source does during
+  // the debounce) and handed over this many milliseconds later; -1: handed over directly.
+  int stagedMs = -1;
 };
 
 enum class OpKind { kEdit, kFailWhen, kFailNext, kClearFailures, kRestart, kKill, kWait, kSettle };
@@ -191,6 +194,7 @@ void showValue(const Edit& edit, std::ostream& os) {
       os << " " << TenantName(t) << ":" << QuotaChangeName(edit.quota[t]);
     }
   }
+  if (edit.stagedMs >= 0) os << " staged " << edit.stagedMs << "ms ahead";
   os << "}";
 }
 
@@ -286,7 +290,9 @@ rc::Gen<QuotaChange> GenQuotaChange() {
 rc::Gen<Edit> GenEdit() {
   return gen::build<Edit>(
       gen::set(&Edit::pools, gen::container<std::array<PoolEdit, kPools>>(GenPoolEdit())),
-      gen::set(&Edit::quota, gen::container<std::array<QuotaChange, kTenants>>(GenQuotaChange())));
+      gen::set(&Edit::quota, gen::container<std::array<QuotaChange, kTenants>>(GenQuotaChange())),
+      gen::set(&Edit::stagedMs,
+               gen::weightedOneOf<int>({{1, gen::just(-1)}, {2, gen::inRange(0, 30)}})));
 }
 
 Op MakeOp(OpKind kind, int which = 0, int mask = 0) {
@@ -539,7 +545,15 @@ void Execute(ControllerHarness& h, Model& model, QuotaWatch& watch, const Op& op
       for (int t = 0; t < model.setup.tenants; ++t) {
         watch.Set(TenantName(t), model.quota[t]);  // raises only: safe to widen first
       }
-      h.Apply(docs);
+      if (op.edit.stagedMs < 0) {
+        h.Apply(docs);
+      } else {
+        // Workers keep moving instances meanwhile: what Stage planned may no longer hold.
+        auto next = h.Snapshot(docs);
+        h.controller().Stage(next);
+        std::this_thread::sleep_for(std::chrono::milliseconds(op.edit.stagedMs));
+        h.ApplySnapshot(next);
+      }
       break;
     }
     case OpKind::kFailWhen: {
