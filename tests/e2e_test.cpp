@@ -306,7 +306,7 @@ std::pair<int, std::string> Mvmctl(const std::string& socket, const std::string&
 
 TEST(E2eTest, Mvmd_AdoptsLiveGuestsAfterKill9AndNeverReboots) {
   MVM_REQUIRE_QEMU(image);
-  if (std::string(MVM_MVMD_BINARY).empty()) GTEST_SKIP() << "mvmd binary path not configured";
+  ASSERT_FALSE(std::string(MVM_MVMD_BINARY).empty()) << "the build did not set MVM_MVMD_BINARY";
   TempDir base("mvm-adopt");
   TempDir run("mq");
   const std::filesystem::path manifests = base / "manifests";
