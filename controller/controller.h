@@ -75,13 +75,16 @@ class Controller final : public StatusView {
   Status Start();
   void Stop();
 
-  // A new desired-state snapshot (from ManifestSource). Safe from any thread.
+  // A new desired-state snapshot (from ManifestSource). Safe from any thread. Queues the pools
+  // it changes, but plans the first of them on the calling thread (unless a worker has it): the
+  // call takes as long as one pool plan, which makes no driver call.
   void SetDesired(std::shared_ptr<const manifests::DesiredState> desired);
   // A snapshot SetDesired is expected to receive soon (ManifestSource's `staged`, during the
   // debounce): does ahead the work of SetDesired that depends only on the snapshots (the diff
-  // against the desired state, the template hashes of the pools it adds or changes), so that
-  // SetDesired only queues. Changes nothing the controller decides: SetDesired with another
-  // snapshot, or after the desired state moved, computes as before. Safe from any thread.
+  // against the desired state, the template hashes of the pools it adds or changes) and plans
+  // the first few pools it changes, each plan used later only if nothing it read has changed.
+  // Changes nothing the controller decides: SetDesired with another snapshot, or after the desired
+  // state moved, computes as before. Safe from any thread.
   void Stage(std::shared_ptr<const manifests::DesiredState> next);
   // Re-plans every pool now (SIGHUP).
   void Resync();
