@@ -213,6 +213,7 @@ Status Controller::Start() {
   for (const auto& i : recorded) AccountUsage(nullptr, &i);
   for (auto& i : recorded) Adopt(std::move(i));
   started_ = true;
+  adopted_.store(true, std::memory_order_release);
   for (int w = 0; w < options_.workers; ++w) threads_.emplace_back([this] { Worker(); });
   threads_.emplace_back([this] { Timers(); });
   for (const auto& i : store_.ListInstances()) queue_.Add(InstanceQueueKey(i.key));
@@ -417,7 +418,13 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
   for (const auto& tenant : tenants) {
     for (const auto& p : effective->PoolsOf(tenant)) queue_.Add(PoolQueueKey(tenant, p->key.name));
   }
-  if (!pools.empty() && queue_.Claim(pools.front())) Process(pools.front());
+  if (!pools.empty()) {
+    if (!adopted_.load(std::memory_order_acquire)) {
+      queue_.Add(pools.front());  // before Start(): no plan before usage and adoption are known
+    } else if (queue_.Claim(pools.front())) {
+      Process(pools.front());
+    }
+  }
   // The snapshot replaced is freed later, off this path (a worker woken on this CPU may wait for
   // this thread): by the next Stage, or else the next SetDesired.
   std::unique_lock lock(mu_);
@@ -445,7 +452,8 @@ void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
   std::map<PoolId, std::unique_ptr<PoolPlanning>> plans;
   for (const auto* list : {&staged.diff.added, &staged.diff.changed, &staged.diff.removed}) {
     for (const auto& key : *list) {
-      if (key.kind != manifests::Kind::kPool || plans.size() >= kStagedPlans) continue;
+      if (plans.size() >= kStagedPlans) break;
+      if (key.kind != manifests::Kind::kPool) continue;
       PlanInputs inputs;
       {
         std::shared_lock lock(mu_);

@@ -232,6 +232,7 @@ class Controller final : public StatusView {
   bool stopping_ = false;
   std::vector<std::thread> threads_;
   bool started_ = false;
+  std::atomic<bool> adopted_{false};  // Start() accounted and adopted every recorded instance
 };
 
 }  // namespace mvm::controller

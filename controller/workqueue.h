@@ -6,8 +6,8 @@
 //  - Fair: keys are handed out in the order they became ready (FIFO). Adding a key that is
 //    already waiting keeps its place in line.
 //  - Stingy: a key waiting is queued once, however often it is added. A key being processed
-//    (between Get and Done) is never handed to a second worker. A key added while it is being
-//    processed is queued again, once, when Done is called for it.
+//    (between Get, or a Claim that took it, and Done) is never handed to a second worker. A key
+//    added while it is being processed is queued again, once, when Done is called for it.
 //  - AddAfter(key, delay): the key becomes ready `delay` from now on the queue's clock. While a
 //    key waits for a deadline, the earliest deadline asked for wins (a later one never
 //    postpones it). A key may wait for a deadline and be ready at the same time; when the
@@ -63,7 +63,8 @@ struct WorkQueueMetrics {
   std::size_t depth = 0;               // keys ready and waiting for a worker (Len())
   std::size_t delayed = 0;             // keys waiting for an AddAfter / backoff deadline
   std::size_t in_flight = 0;           // keys handed out by Get, Done not yet called
-  std::uint64_t adds = 0;              // adds that queued a key (or marked it to run again)
+  std::uint64_t adds = 0;              // adds that queued a key, marked it to run again, or
+                                       // handed it to its claimer
   std::uint64_t deduplicated = 0;      // adds absorbed because the key was already waiting
   std::uint64_t retries = 0;           // AddRateLimited calls
   std::uint64_t completed = 0;         // Done calls for keys in flight
@@ -100,10 +101,12 @@ class WorkQueue final : private Clock::Listener {
   // marked as being processed by the caller, no worker is woken, and true is returned: the caller
   // then does what a worker does with a key from Get (Forget or AddRateLimited, then Done).
   // Otherwise it is added as Add would (a waiting key keeps its place, a key in flight runs again
-  // after its Done) and false is returned; also false, ignoring the key, after shutdown.
+  // after its Done) and false is returned; also false, ignoring the key, after shutdown. A key
+  // waiting only for an AddAfter deadline is free: it is taken, and its deadline still comes.
   bool Claim(std::string_view key);
-  // Ends processing of a key returned by Get; requeues it if it was added meanwhile. Call it
-  // exactly once per key Get returned, also after shutdown. A key not in flight is ignored.
+  // Ends processing of a key returned by Get (or taken by Claim); requeues it if it was added
+  // meanwhile. Call it exactly once per key handed out, also after shutdown. A key not in flight
+  // is ignored.
   void Done(std::string_view key);
 
   void ShutDown();
