@@ -448,7 +448,8 @@ void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
   }
   // The first few pools it changes are planned now, against the instances as they are; the
   // pool's reconcile uses such a plan only if nothing it was made from has changed since (see
-  // TakeStagedPlan), so a plan made here never decides anything a plan made then would not.
+  // TakeStagedPlan): the same check that lets a resync skip a settled pool. Like any plan, it
+  // can miss a write whose accounting has not finished; that write queues the pool again.
   std::map<PoolId, std::unique_ptr<PoolPlanning>> plans;
   for (const auto* list : {&staged.diff.added, &staged.diff.changed, &staged.diff.removed}) {
     for (const auto& key : *list) {
