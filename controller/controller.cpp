@@ -207,13 +207,12 @@ Status Controller::Remove(const Instance& instance) {
 }
 
 Status Controller::Start() {
-  if (started_) return {};
+  if (started_.load()) return {};
   // Usage of everything recorded, then adoption, before any worker runs.
   std::vector<Instance> recorded = store_.ListInstances();
   for (const auto& i : recorded) AccountUsage(nullptr, &i);
   for (auto& i : recorded) Adopt(std::move(i));
-  started_ = true;
-  adopted_.store(true, std::memory_order_release);
+  started_.store(true, std::memory_order_release);
   for (int w = 0; w < options_.workers; ++w) threads_.emplace_back([this] { Worker(); });
   threads_.emplace_back([this] { Timers(); });
   for (const auto& i : store_.ListInstances()) queue_.Add(InstanceQueueKey(i.key));
@@ -419,7 +418,7 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
     for (const auto& p : effective->PoolsOf(tenant)) queue_.Add(PoolQueueKey(tenant, p->key.name));
   }
   if (!pools.empty()) {
-    if (!adopted_.load(std::memory_order_acquire)) {
+    if (!started_.load(std::memory_order_acquire)) {
       queue_.Add(pools.front());  // before Start(): no plan before usage and adoption are known
     } else if (queue_.Claim(pools.front())) {
       Process(pools.front());
@@ -460,7 +459,7 @@ void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
         std::shared_lock lock(mu_);
         inputs = ReadPlanInputs(*next, key.tenant, key.name);
       }
-      plans[{key.tenant, key.name}] = PlanNow(next, key.tenant, key.name, inputs);
+      plans[{key.tenant, key.name}] = PlanNow(key.tenant, key.name, inputs);
     }
   }
   std::unique_lock lock(mu_);
@@ -510,11 +509,10 @@ Controller::PlanInputs Controller::ReadPlanInputs(const manifests::DesiredState&
   return inputs;
 }
 
-std::unique_ptr<Controller::PoolPlanning> Controller::PlanNow(
-    std::shared_ptr<const manifests::DesiredState> desired, const std::string& tenant,
-    const std::string& pool, const PlanInputs& inputs) {
+std::unique_ptr<Controller::PoolPlanning> Controller::PlanNow(const std::string& tenant,
+                                                              const std::string& pool,
+                                                              const PlanInputs& inputs) {
   auto p = std::make_unique<PoolPlanning>();
-  p->desired = std::move(desired);
   p->inputs = inputs;
   PlanInput& in = p->in;
   const manifests::Object* object = inputs.pool.get();
@@ -588,7 +586,7 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   }
   std::unique_ptr<PoolPlanning> planning;
   if (any_staged) planning = TakeStagedPlan(tenant, pool, inputs);  // planned by Stage()
-  if (!planning) planning = PlanNow(desired, tenant, pool, inputs);
+  if (!planning) planning = PlanNow(tenant, pool, inputs);
   const PlanInput& in = planning->in;
   const std::vector<Instance>& instances = planning->instances;
   const uint64_t releases = planning->releases;

@@ -190,11 +190,10 @@ class Controller final : public StatusView {
   std::map<PoolId, uint64_t> pool_versions_;
   std::map<std::string, uint64_t> usage_versions_;
   std::map<PoolId, PlanInputs> settled_plans_;
-  // A pool's plan with what it was made from: the snapshot (which `in` points into), the
-  // versions read before the instances, the instances as read, and the tenant's quota-release
-  // count then.
+  // A pool's plan with what it was made from: the objects and versions read before the
+  // instances (`in` points into those objects, which `inputs` holds), the instances as read, and
+  // the tenant's quota-release count then.
   struct PoolPlanning {
-    std::shared_ptr<const manifests::DesiredState> desired;
     PlanInputs inputs;
     std::vector<Instance> instances;
     PlanInput in;
@@ -208,8 +207,7 @@ class Controller final : public StatusView {
   PlanInputs ReadPlanInputs(const manifests::DesiredState& desired, const std::string& tenant,
                             const std::string& pool) const;
   // Reads the pool's instances and the tenant's usage and plans, for `inputs` read just before.
-  std::unique_ptr<PoolPlanning> PlanNow(std::shared_ptr<const manifests::DesiredState> desired,
-                                        const std::string& tenant, const std::string& pool,
+  std::unique_ptr<PoolPlanning> PlanNow(const std::string& tenant, const std::string& pool,
                                         const PlanInputs& inputs);
   // The plan Stage() made for the pool, if it still holds for `inputs` and the time now.
   std::unique_ptr<PoolPlanning> TakeStagedPlan(const std::string& tenant, const std::string& pool,
@@ -231,8 +229,7 @@ class Controller final : public StatusView {
   std::condition_variable timer_cv_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
-  bool started_ = false;
-  std::atomic<bool> adopted_{false};  // Start() accounted and adopted every recorded instance
+  std::atomic<bool> started_{false};  // set once Start() accounted and adopted every instance
 };
 
 }  // namespace mvm::controller
