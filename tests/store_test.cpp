@@ -11,8 +11,6 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <iostream>
 #include <random>
 #include <set>
 #include <sstream>
@@ -29,14 +27,6 @@
 #include "controller/sqlite_store.h"
 #include "controller/store.h"
 #include "tests/test_util.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MVM_UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MVM_UNDER_SANITIZER 1
-#endif
-#endif
 
 namespace mvm::controller {
 namespace {
@@ -986,38 +976,6 @@ TEST(Store, AuditCanonicalTextCannotBeShiftedBetweenFields) {
   c.actor = "mvmd\\naction";  // a literal backslash-n is not a newline
   EXPECT_NE(AuditCanonicalText(a), AuditCanonicalText(c));
   EXPECT_EQ(AuditCanonicalText(a).rfind("mvm-audit-v1\nacme\n0\n0\n", 0), 0u);
-}
-
-// --- memory ---
-
-[[maybe_unused]] long RssKiB() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-
-TEST(Store, MemoryPerInstanceIsUnderFourKiB) {
-#ifdef MVM_UNDER_SANITIZER
-  GTEST_SKIP() << "sanitizers change memory use";
-#else
-  TempDir dir;
-  auto store = OpenOrDie(dir.path());
-  constexpr int kInstances = 50'000;
-  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(store->PutInstance(MakeInstance("warm", "up", i)));
-  const long before = RssKiB();
-  for (int i = 0; i < kInstances; ++i) {
-    Instance in = MakeInstance("acme", "workers", i);
-    in.key.name = "workers-" + std::to_string(10000 + i);  // the length of real names
-    ASSERT_TRUE(store->PutInstance(in));
-  }
-  const long after = RssKiB();
-  const double per_instance = static_cast<double>(after - before) * 1024 / kInstances;
-  std::cout << "store memory: " << per_instance << " bytes per instance\n";
-  EXPECT_LT(per_instance, 4096);
-#endif
 }
 
 }  // namespace
