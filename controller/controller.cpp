@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <map>
+#include <string_view>
+#include <unordered_map>
 
 #include "controller/spec_codec.h"
 #include "controller/state_machine.h"
@@ -293,8 +295,8 @@ void Controller::Worker() {
   while (auto key = queue_.Get()) Process(*key);
 }
 
-void Controller::Process(const std::string& key) {
-  Status s = Reconcile(key);
+void Controller::Process(const std::string& key, bool lent) {
+  Status s = Reconcile(key, lent);
   if (s.ok()) {
     queue_.Forget(key);
   } else {
@@ -421,7 +423,7 @@ void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desir
     if (!started_.load(std::memory_order_acquire)) {
       queue_.Add(pools.front());  // before Start(): no plan before usage and adoption are known
     } else if (queue_.Claim(pools.front())) {
-      Process(pools.front());
+      Process(pools.front(), /*lent=*/true);
     }
   }
   // The snapshot replaced is freed later, off this path (a worker woken on this CPU may wait for
@@ -481,7 +483,7 @@ void Controller::ConfirmPrune() {
   if (raw) SetDesired(raw);
 }
 
-Status Controller::Reconcile(const std::string& key) {
+Status Controller::Reconcile(const std::string& key, bool lent) {
   std::string_view rest(key);
   bool pool = rest.substr(0, 2) == kPoolPrefix;
   rest.remove_prefix(2);
@@ -489,7 +491,7 @@ Status Controller::Reconcile(const std::string& key) {
   if (slash == std::string_view::npos) return Error{"malformed key " + key};
   std::string tenant(rest.substr(0, slash));
   std::string name(rest.substr(slash + 1));
-  return pool ? ReconcilePool(tenant, name) : ReconcileInstance({tenant, name});
+  return pool ? ReconcilePool(tenant, name, lent) : ReconcileInstance({tenant, name});
 }
 
 Controller::PlanInputs Controller::ReadPlanInputs(const manifests::DesiredState& desired,
@@ -569,8 +571,8 @@ std::unique_ptr<Controller::PoolPlanning> Controller::TakeStagedPlan(const std::
   return p;
 }
 
-Status Controller::ReconcilePool(const std::string& tenant, const std::string& pool) {
-  std::lock_guard tenant_lock(TenantLock(tenant));
+Status Controller::ReconcilePool(const std::string& tenant, const std::string& pool, bool lent) {
+  std::unique_lock tenant_lock(TenantLock(tenant));
   std::shared_ptr<const manifests::DesiredState> desired = Desired();
   // Until the first snapshot arrives nothing is decided: an unknown pool is not a removed one.
   if (!desired) return {};
@@ -603,18 +605,37 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
     if (again) queue_.Add(PoolQueueKey(tenant, pool));
   }
 
+  // The instances to move are queued for the workers as their targets are written. A lent thread
+  // (SetDesired's) keeps the first for itself: the first driver call of a manifest edit then
+  // waits for no worker to wake, which on a busy host can take milliseconds.
+  std::optional<std::string> own;
+  auto queue_instance = [&](const InstanceKey& key) {
+    std::string k = InstanceQueueKey(key);
+    if (lent && !own) {
+      if (queue_.Claim(k)) own = std::move(k);
+      return;
+    }
+    queue_.Add(k);
+  };
+
   // Apply the plan. Its quota decisions assumed the instances as read above; a worker may have
   // moved one since. A retarget is written only when it adds to the tenant's usage no more than
   // planned (checked atomically with the write). Retargets that add nothing go first; once one
   // is refused, the rest that add, and the creations, wait for the replan queued here.
-  std::map<std::string, const Instance*> read;
-  for (const auto& i : instances) read.emplace(i.key.name, &i);
+  // The instances to retarget, as read (only those are indexed: a pool may hold thousands).
+  std::unordered_map<std::string_view, const Instance*> read;
+  read.reserve(plan.retarget.size());
+  for (const auto& [key, target] : plan.retarget) read.emplace(key.name, nullptr);
+  for (const auto& i : instances) {
+    if (auto it = read.find(i.key.name); it != read.end()) it->second = &i;
+  }
   std::vector<std::pair<InstanceKey, S>> ordered;
   std::vector<TenantUsage> planned_delta;
   for (int pass = 0; pass < 2; ++pass) {
     for (const auto& [key, target] : plan.retarget) {
       auto it = read.find(key.name);
-      TenantUsage d = it != read.end() ? RetargetDelta(*it->second, target) : TenantUsage{};
+      TenantUsage d =
+          it != read.end() && it->second ? RetargetDelta(*it->second, target) : TenantUsage{};
       if (Adds(d) == (pass == 1)) {
         ordered.emplace_back(key, target);
         planned_delta.push_back(d);
@@ -648,13 +669,13 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
       store_.AuditQueued(tenant, "mvmd", "instance.prune", key.ToString(),
                          "pool " + pool + " left the manifests");
     }
-    queue_.Add(InstanceQueueKey(key));
+    queue_instance(key);
   }
   if (refused) {
     spdlog::debug("pool {}/{}: instances moved while planning; planning again", tenant, pool);
     queue_.Add(PoolQueueKey(tenant, pool));
   }
-  if (object && !refused) {
+  if (object && !refused && !plan.create.empty()) {
     auto spec = std::make_shared<const manifests::PoolSpec>(*object->pool());
     for (S target : plan.create) {
       Instance i;
@@ -677,11 +698,17 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
                              " target " + std::string(StateName(target)));
       Emit("Instance", i.key.ToString(), EventType::kNormal, "Created",
            "created for pool " + pool + ", target " + std::string(StateName(target)));
-      queue_.Add(InstanceQueueKey(i.key));
+      queue_instance(i.key);
     }
   }
   if (plan.requeueAfterMs > 0) {
     queue_.AddAfter(PoolQueueKey(tenant, pool), std::chrono::milliseconds(plan.requeueAfterMs));
+  }
+  if (own) {
+    // Its step may be a slow driver call: the tenant's other pools must not wait for it. What
+    // follows needs no tenant lock (this pool's key is in flight here, so nothing else plans it).
+    tenant_lock.unlock();
+    Process(*own);
   }
   UpdatePoolStatus(tenant, pool, object, plan);
   {

@@ -116,10 +116,12 @@ class Controller final : public StatusView {
 
   void Worker();
   // A worker's handling of a key it got (or claimed): reconcile, then Forget or back off, Done.
-  void Process(const std::string& key);
+  // `lent`: SetDesired's thread, not a worker, processes this pool key; it also carries out the
+  // pool's first instance step itself (see ReconcilePool).
+  void Process(const std::string& key, bool lent = false);
   void Timers();
-  Status Reconcile(const std::string& key);
-  Status ReconcilePool(const std::string& tenant, const std::string& pool);
+  Status Reconcile(const std::string& key, bool lent = false);
+  Status ReconcilePool(const std::string& tenant, const std::string& pool, bool lent = false);
   Status ReconcileInstance(const InstanceKey& key);
   void Adopt(Instance instance);
 

@@ -318,29 +318,57 @@ TEST(Controller, StagedPlanIsUsedOnlyWhileWhatItReadIsUnchanged) {
 }
 
 // A snapshot that changes one pool has it planned by SetDesired's caller (the manifest
-// watcher), not handed to a worker that first has to wake: here the only worker is busy in a
-// slow driver call, and the new pool's instances are recorded when SetDesired returns.
-TEST(Controller, SetDesiredPlansASingleChangedPoolItself) {
+// watcher), which also makes the pool's first driver call itself: neither waits for a worker to
+// wake. Here the only worker is held in a driver call the whole time.
+TEST(Controller, SetDesiredPlansASingleChangedPoolAndMakesItsFirstCallItself) {
   Controller::Options options;
   options.workers = 1;
   ControllerHarness h(options);
   h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0)});
   ASSERT_TRUE(h.WaitConverged());
-  h.vmm().SetLatency(std::chrono::milliseconds(1500));
-  h.Apply({kTenant, PoolYaml("acme", "web", 2, 0, 0)});
+  std::mutex mu;
+  std::vector<std::tuple<std::string, Action, std::thread::id>> calls;
+  h.vmm().OnAction([&](const InstanceKey& key, Action action, const auto&) {
+    std::lock_guard lock(mu);
+    calls.emplace_back(key.name, action, std::this_thread::get_id());
+  });
+  auto calls_on_this_thread = [&](const std::string& pool) {
+    std::lock_guard lock(mu);
+    std::vector<Action> out;
+    for (const auto& [name, action, thread] : calls) {
+      if (name.rfind(pool + "-", 0) == 0 && thread == std::this_thread::get_id()) {
+        out.push_back(action);
+      }
+    }
+    return out;
+  };
+
+  // A new pool: its instance is prepared on this thread; the worker then takes its Start, and is
+  // held there.
+  h.vmm().HoldWhen(
+      [](const VmmTarget& t, Action a) { return t.pool == "jobs" && a == Action::kStart; });
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "jobs", 1, 0, 0)});
+  EXPECT_EQ(calls_on_this_thread("jobs"), std::vector<Action>{Action::kPrepare});
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (h.vmm().in_flight() == 0 && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_EQ(h.vmm().in_flight(), 1) << "the worker should be in the new web instance's Prepare";
-  h.Apply({kTenant, PoolYaml("acme", "web", 2, 0, 0), PoolYaml("acme", "api", 2, 0, 0)});
-  EXPECT_EQ(h.vmm().in_flight(), 1) << "the worker is still busy";
+  ASSERT_EQ(h.vmm().in_flight(), 1) << "the worker should be held in the jobs instance's Start";
+
+  // Another pool while the worker is held: planned, and its first call made, by this thread.
+  h.Apply({kTenant, PoolYaml("acme", "web", 1, 0, 0), PoolYaml("acme", "jobs", 1, 0, 0),
+           PoolYaml("acme", "api", 2, 0, 0)});
+  EXPECT_EQ(h.vmm().in_flight(), 1) << "the worker is still held";
   auto api = h.store().ListPool("acme", "api");
   EXPECT_EQ(api.size(), 2u) << "the changed pool was not planned by SetDesired's caller";
   for (const auto& i : api) EXPECT_EQ(i.target, S::kRunning);
-  h.vmm().SetLatency(std::chrono::microseconds(0));
+  EXPECT_EQ(calls_on_this_thread("api"), std::vector<Action>{Action::kPrepare})
+      << "one step of one instance, no more, on SetDesired's thread";
+
+  h.vmm().ReleaseHeld();
   ASSERT_TRUE(h.WaitConverged());
   EXPECT_EQ(h.Count("acme", "api"), (Counts{2, 0, 0}));
+  EXPECT_EQ(h.Count("acme", "jobs"), (Counts{1, 0, 0}));
   EXPECT_EQ(h.vmm().overlaps(), 0);
   EXPECT_THAT(h.Leaks(), IsEmpty());
 }

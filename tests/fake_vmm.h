@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -202,6 +203,18 @@ class FakeVmm final : public controller::Vmm {
     std::lock_guard lock(mu_);
     on_action_ = std::move(hook);
   }
+  // Calls the predicate matches wait (counted in in_flight) until ReleaseHeld().
+  void HoldWhen(std::function<bool(const controller::VmmTarget&, Action)> predicate) {
+    std::lock_guard lock(mu_);
+    hold_when_ = std::move(predicate);
+  }
+  void ReleaseHeld() {
+    {
+      std::lock_guard lock(mu_);
+      hold_when_ = nullptr;
+    }
+    held_cv_.notify_all();
+  }
   // The VMM process vanishes (kill -9).
   void Kill(const InstanceKey& key) {
     std::lock_guard lock(mu_);
@@ -249,11 +262,12 @@ class FakeVmm final : public controller::Vmm {
   Status Act(const controller::VmmTarget& t, Action action,
              const std::function<Status(Resources&)>& effect) {
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
       if (first_call_ == std::chrono::steady_clock::time_point{}) {
         first_call_ = std::chrono::steady_clock::now();
       }
       if (!busy_.insert(t.key).second) ++overlaps_;
+      held_cv_.wait(lock, [&] { return !hold_when_ || !hold_when_(t, action); });
     }
     if (int64_t us = latency_us_.load(); us > 0) {
       std::this_thread::sleep_for(std::chrono::microseconds(us));
@@ -297,6 +311,8 @@ class FakeVmm final : public controller::Vmm {
   }
 
   mutable std::mutex mu_;
+  std::condition_variable held_cv_;
+  std::function<bool(const controller::VmmTarget&, Action)> hold_when_;
   std::map<InstanceKey, Resources> resources_;
   std::map<Action, int> calls_;
   std::set<InstanceKey> busy_;
