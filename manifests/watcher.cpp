@@ -214,7 +214,9 @@ class Watcher::Impl {
           Flush();
           continue;
         }
-        timeout = ToTimespec(deadline - now);
+        // Sleep until `spin` before the deadline, then poll without sleeping until it.
+        const Clock::duration left = deadline - now;
+        timeout = left > options_.spin ? ToTimespec(left - options_.spin) : timespec{};
         timeoutPtr = &timeout;
       }
       pollfd fds[2] = {{inotify_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};

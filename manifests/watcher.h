@@ -19,7 +19,8 @@
 //    (the ConfigMap `..data` swap) still causes a rescan.
 //  - Debounced, trailing edge: a batch is delivered `debounce` after the last relevant event, or
 //    `maxDelay` after the first one if the events never pause that long. Timing is in
-//    microseconds on the monotonic clock. Writes alone (IN_MODIFY) do not start a batch.
+//    microseconds on the monotonic clock; the last `spin` of it is waited awake, not asleep.
+//    Writes alone (IN_MODIFY) do not start a batch.
 //  - Paths are absolute and spelled under the root as given (made absolute and lexically
 //    normalised, never symlink-resolved): root `/etc/mvm/m.d` (-> /srv/v2) reports
 //    `/etc/mvm/m.d/a.yaml`.
@@ -57,6 +58,11 @@ class Watcher {
     // do its work during the quiet time (ManifestSource parses ahead). Its own run time does not
     // move the batch's deadline. Not called while a linked file's completeness is undecided.
     std::function<void(const ChangeSet&)> preview = nullptr;
+    // The last stretch of the quiet time is waited out awake (polling the inotify fd without
+    // sleeping), so the batch is delivered when it is due rather than when a sleeping thread is
+    // scheduled again: on a busy or virtualised host that can be milliseconds late. It costs up
+    // to this much CPU per batch. Zero: sleep until the deadline.
+    std::chrono::microseconds spin = std::chrono::milliseconds(1);
   };
   // Runs on the watcher's thread. Must not throw and must not destroy the Watcher.
   using Callback = std::function<void(const ChangeSet&)>;

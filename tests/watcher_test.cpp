@@ -495,6 +495,43 @@ TEST(Watcher, Watcher_FlushesContinuousBurstWithinMaxDelay) {
   EXPECT_GE(rec.count(), 1u) << "no batch during a 3 s burst with maxDelay 400 ms";
 }
 
+// The last `spin` of the quiet time is waited awake. Awake or asleep, the batch never comes
+// before the quiet time after its last event, and an event during the spin extends it.
+TEST(Watcher, Watcher_KeepsTheQuietTimeWhetherItSleepsOrSpins) {
+  for (const auto spin : {std::chrono::microseconds(0), std::chrono::microseconds(1s)}) {
+    SCOPED_TRACE("spin " + std::to_string(spin.count()) + " us");
+    TempDir tmp;
+    const fs::path root = tmp.path() / "m.d";
+    fs::create_directory(root);
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::pair<ChangeSet, Clock::time_point>> batches;
+    Watcher::Options opts;
+    opts.roots = {root};
+    opts.debounce = 100ms;
+    opts.maxDelay = 5s;
+    opts.spin = spin;  // 1 s: longer than the quiet time, so the whole of it is spun
+    auto w = Watcher::Start(opts, [&](const ChangeSet& cs) {
+      std::lock_guard lock(mu);
+      batches.emplace_back(cs, Clock::now());
+      cv.notify_all();
+    });
+    ASSERT_TRUE(w) << w.error().message;
+
+    WriteFile(root / "a.yaml", "a");
+    std::this_thread::sleep_for(60ms);  // within the quiet time (pacing, not an assertion)
+    const Clock::time_point before_last = Clock::now();
+    WriteFile(root / "b.yaml", "b");
+
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, kExpectTimeout, [&] { return !batches.empty(); }));
+    const auto& [batch, at] = batches.front();
+    EXPECT_TRUE(batch.paths.contains(root / "a.yaml"));
+    EXPECT_TRUE(batch.paths.contains(root / "b.yaml")) << "the second write was in the quiet time";
+    EXPECT_GE(at - before_last, opts.debounce) << "delivered before the quiet time ended";
+  }
+}
+
 TEST(Watcher, Watcher_RescansAfterKernelQueueOverflow) {
   long maxQueued = 0;
   std::ifstream("/proc/sys/fs/inotify/max_queued_events") >> maxQueued;
