@@ -347,6 +347,11 @@ void Controller::Resync() {
 }
 
 void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desired) {
+  std::lock_guard serial(set_mu_);
+  SetDesiredSerialised(std::move(desired));
+}
+
+void Controller::SetDesiredSerialised(std::shared_ptr<const manifests::DesiredState> desired) {
   static const manifests::DesiredState kEmpty;
   std::shared_ptr<const manifests::DesiredState> effective = desired;
   manifests::Diff diff;
@@ -472,6 +477,7 @@ void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
 }
 
 void Controller::ConfirmPrune() {
+  std::lock_guard serial(set_mu_);
   std::shared_ptr<const manifests::DesiredState> raw;
   {
     std::unique_lock lock(mu_);
@@ -480,7 +486,7 @@ void Controller::ConfirmPrune() {
     raw = raw_desired_;
   }
   spdlog::warn("mass removal confirmed: pruning");
-  if (raw) SetDesired(raw);
+  if (raw) SetDesiredSerialised(raw);
 }
 
 Status Controller::Reconcile(const std::string& key, bool lent) {

@@ -75,9 +75,11 @@ class Controller final : public StatusView {
   Status Start();
   void Stop();
 
-  // A new desired-state snapshot (from ManifestSource). Safe from any thread. Queues the pools
-  // it changes, but plans the first of them on the calling thread (unless a worker has it): the
-  // call takes as long as one pool plan, which makes no driver call.
+  // A new desired-state snapshot (from ManifestSource). Safe from any thread; calls (and
+  // ConfirmPrune) take effect one at a time, in the order they get in. Queues the pools it
+  // changes, but plans the first of them on the calling thread (unless a worker has it) and
+  // makes that pool's first instance step there too: the call takes as long as one pool plan and
+  // one driver call.
   void SetDesired(std::shared_ptr<const manifests::DesiredState> desired);
   // A snapshot SetDesired is expected to receive soon (ManifestSource's `staged`, during the
   // debounce): does ahead the work of SetDesired that depends only on the snapshots (the diff
@@ -88,7 +90,8 @@ class Controller final : public StatusView {
   void Stage(std::shared_ptr<const manifests::DesiredState> next);
   // Re-plans every pool now (SIGHUP).
   void Resync();
-  // Lets a held-back mass removal proceed.
+  // Lets a held-back mass removal proceed: applies the latest snapshot SetDesired received, as a
+  // SetDesired call would (never an older one, whatever runs concurrently).
   void ConfirmPrune();
 
   // True when nothing is queued or in flight and every instance of every pool is at its target
@@ -159,6 +162,12 @@ class Controller final : public StatusView {
   Vmm& vmm_;
   WorkQueue queue_;
 
+  // SetDesired's body with set_mu_ held.
+  void SetDesiredSerialised(std::shared_ptr<const manifests::DesiredState> desired);
+
+  // Serialises SetDesired and ConfirmPrune (taken before mu_): a confirmation reads the latest
+  // raw snapshot and applies it with no other snapshot applied in between.
+  std::mutex set_mu_;
   mutable std::shared_mutex mu_;  // guards the fields below
   std::shared_ptr<const manifests::DesiredState> raw_desired_;
   std::shared_ptr<const manifests::DesiredState> desired_;  // after the mass-deletion guard

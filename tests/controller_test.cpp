@@ -5,6 +5,18 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <vector>
 
 #include "controller/state_machine.h"
 #include "tests/controller_harness.h"
@@ -105,6 +117,70 @@ TEST(Controller, SuddenLossOfMostPoolsIsHeldBackUntilConfirmed) {
   h.controller().ConfirmPrune();
   ASSERT_TRUE(h.WaitConverged());
   EXPECT_TRUE(h.store().ListInstances().empty());
+  EXPECT_THAT(h.Leaks(), IsEmpty());
+}
+
+// Holds up the thread that logs a message containing `text` for `pause` (spdlog's default
+// logger, restored on destruction): widens a window between two steps of the code under test.
+class PauseOnLog : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  PauseOnLog(std::string text, std::chrono::milliseconds pause)
+      : text_(std::move(text)), pause_(pause) {}
+  std::atomic<bool> reached{false};
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (std::string_view(msg.payload.data(), msg.payload.size()).find(text_) ==
+        std::string_view::npos)
+      return;
+    reached = true;
+    std::this_thread::sleep_for(pause_);
+  }
+  void flush_() override {}
+
+ private:
+  std::string text_;
+  std::chrono::milliseconds pause_;
+};
+
+// A confirmation racing with a new snapshot (the operator sends SIGUSR1 just as the files come
+// back) must not apply the held-back snapshot after the newer one: that would prune the pools the
+// newer one restored. The confirmation is held up between reading the held-back snapshot and
+// applying it (its log line), while another thread restores the pools.
+TEST(Controller, ConfirmPruneNeverAppliesASnapshotOlderThanTheLatest) {
+  ControllerHarness h;
+  const std::vector<std::string> full = {kTenant, PoolYaml("acme", "a", 1, 0, 0),
+                                         PoolYaml("acme", "b", 1, 0, 0),
+                                         PoolYaml("acme", "c", 1, 0, 0)};
+  h.Apply(full);
+  ASSERT_TRUE(h.WaitConverged());
+  h.Apply({kTenant});  // an empty checkout: held back
+  ASSERT_FALSE(h.controller().Warnings().empty());
+  auto restored = h.Snapshot(full);
+
+  auto pause =
+      std::make_shared<PauseOnLog>("mass removal confirmed", std::chrono::milliseconds(300));
+  auto previous = spdlog::default_logger();
+  auto previous_level = spdlog::get_level();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("pause", pause));
+  spdlog::set_level(spdlog::level::warn);
+  std::thread confirm([&] { h.controller().ConfirmPrune(); });
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!pause->reached && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const bool reached = pause->reached;
+  h.ApplySnapshot(restored);  // the files are back, while the confirmation is under way
+  confirm.join();
+  spdlog::set_default_logger(previous);
+  spdlog::set_level(previous_level);
+
+  ASSERT_TRUE(reached) << "ConfirmPrune did not confirm the held-back removal";
+  ASSERT_TRUE(h.controller().Desired()->Find(manifests::ObjectKey::PoolKey("acme", "a")))
+      << "the held-back snapshot was applied after the newer one";
+  ASSERT_TRUE(h.WaitConverged());
+  EXPECT_EQ(h.Count("acme", "a"), (Counts{1, 0, 0}));
+  EXPECT_THAT(h.controller().Warnings(), IsEmpty());
   EXPECT_THAT(h.Leaks(), IsEmpty());
 }
 
