@@ -612,12 +612,14 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   }
 
   // The instances to move are queued for the workers as their targets are written. A lent thread
-  // (SetDesired's) keeps the first for itself: the first driver call of a manifest edit then
-  // waits for no worker to wake, which on a busy host can take milliseconds.
+  // (SetDesired's) keeps the first whose next step is quick (IsQuick: a warm VM resumed or a
+  // running one paused) for itself: that driver call then waits for no worker to wake, which on a
+  // busy host can take milliseconds. Slower steps (boots, snapshots, disks) are left to the
+  // workers, so a manifest reload never waits for one.
   std::optional<std::string> own;
-  auto queue_instance = [&](const InstanceKey& key) {
+  auto queue_instance = [&](const InstanceKey& key, std::optional<Action> next) {
     std::string k = InstanceQueueKey(key);
-    if (lent && !own) {
+    if (lent && !own && next && IsQuick(*next)) {
       if (queue_.Claim(k)) own = std::move(k);
       return;
     }
@@ -654,12 +656,14 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
     const auto& [key, target] = ordered[n];
     if (refused && Adds(planned_delta[n])) continue;
     S new_target = target;
+    S state = S::kCreated;
     bool applied = false;
     Status s = UpdateIf(
         key,
         [&](Instance& i) {
           if (!Within(RetargetDelta(i, new_target), planned_delta[n])) return false;
           i.target = new_target;
+          state = i.state;
           return true;
         },
         &applied, Durability::kQueued);  // a lost retarget is planned again after a restart
@@ -675,7 +679,7 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
       store_.AuditQueued(tenant, "mvmd", "instance.prune", key.ToString(),
                          "pool " + pool + " left the manifests");
     }
-    queue_instance(key);
+    queue_instance(key, NextAction(state, new_target));
   }
   if (refused) {
     spdlog::debug("pool {}/{}: instances moved while planning; planning again", tenant, pool);
@@ -704,7 +708,7 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
                              " target " + std::string(StateName(target)));
       Emit("Instance", i.key.ToString(), EventType::kNormal, "Created",
            "created for pool " + pool + ", target " + std::string(StateName(target)));
-      queue_instance(i.key);
+      queue_instance(i.key, std::nullopt);  // to be prepared and booted: a worker's
     }
   }
   if (plan.requeueAfterMs > 0) {

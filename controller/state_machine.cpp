@@ -48,6 +48,10 @@ bool HasProcess(InstanceState state) {
   return state == S::kRunning || state == S::kWarm;
 }
 
+bool IsQuick(Action action) {
+  return action == Action::kPause || action == Action::kResume;
+}
+
 std::optional<Action> NextAction(InstanceState state, InstanceState target) {
   if (Satisfies(state, target)) return std::nullopt;
   // Destroy drains: a live VMM gets a graceful stop (gracefulStopSeconds) before it is removed.

@@ -24,5 +24,8 @@ std::optional<Action> NextAction(InstanceState state, InstanceState target);
 bool Satisfies(InstanceState state, InstanceState target);
 // True when an instance in `state` has a VMM process (Running, Warm).
 bool HasProcess(InstanceState state);
+// True for the actions that neither start nor end a VMM process nor write a disk or memory image:
+// pause and resume (warm capacity released or claimed), a few milliseconds with any driver.
+bool IsQuick(Action action);
 
 }  // namespace mvm::controller

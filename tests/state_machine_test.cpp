@@ -80,6 +80,19 @@ TEST(StateMachine, FastestPathsAreChosen) {
   EXPECT_EQ(NextAction(S::kStopped, S::kDestroyed), A::kDestroy);
 }
 
+// Quick steps (SetDesired's own thread may make them) keep the VMM process and write no image:
+// exactly the transitions between Running and Warm.
+TEST(StateMachine, OnlyPauseAndResumeAreQuick) {
+  for (A action : kActions) {
+    bool between_running_and_warm = false;
+    for (S from : {S::kRunning, S::kWarm}) {
+      auto to = Transition(from, action);
+      if (to && HasProcess(*to) && *to != from) between_running_and_warm = true;
+    }
+    EXPECT_EQ(IsQuick(action), between_running_and_warm) << ActionName(action);
+  }
+}
+
 TEST(StateMachine, NamesRoundTrip) {
   for (S s : kStates) EXPECT_EQ(ParseState(StateName(s)), s);
   for (A a : kActions) EXPECT_EQ(ParseAction(ActionName(a)), a);
