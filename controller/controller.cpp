@@ -347,11 +347,16 @@ void Controller::Resync() {
 }
 
 void Controller::SetDesired(std::shared_ptr<const manifests::DesiredState> desired) {
-  std::lock_guard serial(set_mu_);
-  SetDesiredSerialised(std::move(desired));
+  Swapped swapped;
+  {
+    std::lock_guard serial(set_mu_);
+    swapped = SwapDesired(std::move(desired));
+  }
+  PlanSwapped(std::move(swapped));
 }
 
-void Controller::SetDesiredSerialised(std::shared_ptr<const manifests::DesiredState> desired) {
+Controller::Swapped Controller::SwapDesired(
+    std::shared_ptr<const manifests::DesiredState> desired) {
   static const manifests::DesiredState kEmpty;
   std::shared_ptr<const manifests::DesiredState> effective = desired;
   manifests::Diff diff;
@@ -399,8 +404,13 @@ void Controller::SetDesiredSerialised(std::shared_ptr<const manifests::DesiredSt
     }
     desired_ = effective;
   }
+  return {first, std::move(diff), std::move(effective), std::move(before)};
+}
+
+void Controller::PlanSwapped(Swapped swapped) {
+  const manifests::Diff& diff = swapped.diff;
   Changed();
-  if (first) {
+  if (swapped.first) {
     // Pools planned before the first snapshot were skipped (nothing is decided without one),
     // and a pool that left the manifests while mvmd was down is in no diff: plan them all.
     Resync();
@@ -422,7 +432,9 @@ void Controller::SetDesiredSerialised(std::shared_ptr<const manifests::DesiredSt
   for (size_t n = 1; n < pools.size(); ++n) queue_.Add(pools[n]);
   // A tenant's quota changed: every pool of it may now move.
   for (const auto& tenant : tenants) {
-    for (const auto& p : effective->PoolsOf(tenant)) queue_.Add(PoolQueueKey(tenant, p->key.name));
+    for (const auto& p : swapped.effective->PoolsOf(tenant)) {
+      queue_.Add(PoolQueueKey(tenant, p->key.name));
+    }
   }
   if (!pools.empty()) {
     if (!started_.load(std::memory_order_acquire)) {
@@ -434,7 +446,7 @@ void Controller::SetDesiredSerialised(std::shared_ptr<const manifests::DesiredSt
   // The snapshot replaced is freed later, off this path (a worker woken on this CPU may wait for
   // this thread): by the next Stage, or else the next SetDesired.
   std::unique_lock lock(mu_);
-  std::swap(retired_, before);
+  std::swap(retired_, swapped.before);
 }
 
 void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
@@ -477,16 +489,21 @@ void Controller::Stage(std::shared_ptr<const manifests::DesiredState> next) {
 }
 
 void Controller::ConfirmPrune() {
-  std::lock_guard serial(set_mu_);
-  std::shared_ptr<const manifests::DesiredState> raw;
+  Swapped swapped;
   {
-    std::unique_lock lock(mu_);
-    if (held_back_.empty()) return;
-    prune_confirmed_ = true;
-    raw = raw_desired_;
+    std::lock_guard serial(set_mu_);
+    std::shared_ptr<const manifests::DesiredState> raw;
+    {
+      std::unique_lock lock(mu_);
+      if (held_back_.empty()) return;
+      prune_confirmed_ = true;
+      raw = raw_desired_;
+    }
+    spdlog::warn("mass removal confirmed: pruning");
+    if (!raw) return;
+    swapped = SwapDesired(std::move(raw));
   }
-  spdlog::warn("mass removal confirmed: pruning");
-  if (raw) SetDesiredSerialised(raw);
+  PlanSwapped(std::move(swapped));
 }
 
 Status Controller::Reconcile(const std::string& key, bool lent) {

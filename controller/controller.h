@@ -77,9 +77,10 @@ class Controller final : public StatusView {
 
   // A new desired-state snapshot (from ManifestSource). Safe from any thread; calls (and
   // ConfirmPrune) take effect one at a time, in the order they get in. Queues the pools it
-  // changes, but plans the first of them on the calling thread (unless a worker has it) and
-  // makes that pool's first instance step there too: the call takes as long as one pool plan and
-  // one driver call.
+  // changes, but plans the first of them on the calling thread (unless a worker has it); when
+  // that plan retargets an instance whose next step is quick (IsQuick: a resume or a pause), the
+  // calling thread makes that one driver call too. So the call takes one pool plan and at most
+  // one quick driver call (bounded by the driver's timeouts, as any call is).
   void SetDesired(std::shared_ptr<const manifests::DesiredState> desired);
   // A snapshot SetDesired is expected to receive soon (ManifestSource's `staged`, during the
   // debounce): does ahead the work of SetDesired that depends only on the snapshots (the diff
@@ -119,8 +120,8 @@ class Controller final : public StatusView {
 
   void Worker();
   // A worker's handling of a key it got (or claimed): reconcile, then Forget or back off, Done.
-  // `lent`: SetDesired's thread, not a worker, processes this pool key; it also carries out the
-  // pool's first instance step itself (see ReconcilePool).
+  // `lent`: SetDesired's thread, not a worker, processes this pool key; it also makes the first
+  // quick instance step the plan calls for itself (see ReconcilePool).
   void Process(const std::string& key, bool lent = false);
   void Timers();
   Status Reconcile(const std::string& key, bool lent = false);
@@ -162,11 +163,21 @@ class Controller final : public StatusView {
   Vmm& vmm_;
   WorkQueue queue_;
 
-  // SetDesired's body with set_mu_ held.
-  void SetDesiredSerialised(std::shared_ptr<const manifests::DesiredState> desired);
+  // SetDesired in two parts. SwapDesired (set_mu_ held) makes a snapshot the desired state,
+  // through the mass-deletion guard, and says what changed; PlanSwapped (no lock held) queues the
+  // changed pools and plans the first (which may make a driver call).
+  struct Swapped {
+    bool first = false;  // the first snapshot ever: every pool is planned
+    manifests::Diff diff;
+    std::shared_ptr<const manifests::DesiredState> effective;  // after the guard
+    std::shared_ptr<const manifests::DesiredState> before;     // replaced; freed off the path
+  };
+  Swapped SwapDesired(std::shared_ptr<const manifests::DesiredState> desired);
+  void PlanSwapped(Swapped swapped);
 
-  // Serialises SetDesired and ConfirmPrune (taken before mu_): a confirmation reads the latest
-  // raw snapshot and applies it with no other snapshot applied in between.
+  // Serialises the swaps of SetDesired and ConfirmPrune (taken before mu_; never held across a
+  // driver call): a confirmation reads the latest raw snapshot and swaps it in with no other
+  // snapshot swapped in between. Planning after the swap reads Desired() and needs no order.
   std::mutex set_mu_;
   mutable std::shared_mutex mu_;  // guards the fields below
   std::shared_ptr<const manifests::DesiredState> raw_desired_;

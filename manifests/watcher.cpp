@@ -442,6 +442,7 @@ Result<std::unique_ptr<Watcher>> Watcher::Start(Options options, Callback callba
     if (std::find(roots.begin(), roots.end(), norm) == roots.end()) roots.push_back(norm);
   }
   options.roots = std::move(roots);
+  options.spin = std::max(options.spin, std::chrono::microseconds(0));  // never past the deadline
   if (options.maxDelay < options.debounce) options.maxDelay = options.debounce;
 
   UniqueFd inotify(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));

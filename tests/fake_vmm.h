@@ -203,7 +203,8 @@ class FakeVmm final : public controller::Vmm {
     std::lock_guard lock(mu_);
     on_action_ = std::move(hook);
   }
-  // Calls the predicate matches wait (counted in in_flight) until ReleaseHeld().
+  // Calls the predicate matches wait (counted in in_flight) until ReleaseHeld(), or 60 s at most
+  // (a test that fails to release them still ends).
   void HoldWhen(std::function<bool(const controller::VmmTarget&, Action)> predicate) {
     std::lock_guard lock(mu_);
     hold_when_ = std::move(predicate);
@@ -267,7 +268,8 @@ class FakeVmm final : public controller::Vmm {
         first_call_ = std::chrono::steady_clock::now();
       }
       if (!busy_.insert(t.key).second) ++overlaps_;
-      held_cv_.wait(lock, [&] { return !hold_when_ || !hold_when_(t, action); });
+      held_cv_.wait_for(lock, std::chrono::seconds(60),
+                        [&] { return !hold_when_ || !hold_when_(t, action); });
     }
     if (int64_t us = latency_us_.load(); us > 0) {
       std::this_thread::sleep_for(std::chrono::microseconds(us));
