@@ -360,12 +360,10 @@ Controller::Swapped Controller::SwapDesired(
   static const manifests::DesiredState kEmpty;
   std::shared_ptr<const manifests::DesiredState> effective = desired;
   manifests::Diff diff;
-  bool first = false;
   std::shared_ptr<const manifests::DesiredState> before;
   {
     std::unique_lock lock(mu_);
     before = desired_;
-    first = !before;
     raw_desired_ = desired;
     // One walk of both snapshots: what changed, and which pools would go (done ahead by Stage
     // when it saw this snapshot on top of this desired state).
@@ -404,13 +402,13 @@ Controller::Swapped Controller::SwapDesired(
     }
     desired_ = effective;
   }
-  return {first, std::move(diff), std::move(effective), std::move(before)};
+  return {std::move(diff), std::move(effective), std::move(before)};
 }
 
 void Controller::PlanSwapped(Swapped swapped) {
   const manifests::Diff& diff = swapped.diff;
   Changed();
-  if (swapped.first) {
+  if (!swapped.before) {
     // Pools planned before the first snapshot were skipped (nothing is decided without one),
     // and a pool that left the manifests while mvmd was down is in no diff: plan them all.
     Resync();
@@ -654,16 +652,19 @@ Status Controller::ReconcilePool(const std::string& tenant, const std::string& p
   for (const auto& i : instances) {
     if (auto it = read.find(i.key.name); it != read.end()) it->second = &i;
   }
+  std::vector<TenantUsage> delta;  // what each retarget adds, from the instance as read
+  delta.reserve(plan.retarget.size());
+  for (const auto& [key, target] : plan.retarget) {
+    const Instance* i = read.at(key.name);
+    delta.push_back(i ? RetargetDelta(*i, target) : TenantUsage{});
+  }
   std::vector<std::pair<InstanceKey, S>> ordered;
   std::vector<TenantUsage> planned_delta;
   for (int pass = 0; pass < 2; ++pass) {
-    for (const auto& [key, target] : plan.retarget) {
-      auto it = read.find(key.name);
-      TenantUsage d =
-          it != read.end() && it->second ? RetargetDelta(*it->second, target) : TenantUsage{};
-      if (Adds(d) == (pass == 1)) {
-        ordered.emplace_back(key, target);
-        planned_delta.push_back(d);
+    for (size_t n = 0; n < plan.retarget.size(); ++n) {
+      if (Adds(delta[n]) == (pass == 1)) {
+        ordered.push_back(plan.retarget[n]);
+        planned_delta.push_back(delta[n]);
       }
     }
   }

@@ -167,10 +167,10 @@ class Controller final : public StatusView {
   // through the mass-deletion guard, and says what changed; PlanSwapped (no lock held) queues the
   // changed pools and plans the first (which may make a driver call).
   struct Swapped {
-    bool first = false;  // the first snapshot ever: every pool is planned
     manifests::Diff diff;
     std::shared_ptr<const manifests::DesiredState> effective;  // after the guard
-    std::shared_ptr<const manifests::DesiredState> before;     // replaced; freed off the path
+    // Replaced, and freed off the path; none for the first snapshot ever (every pool is planned).
+    std::shared_ptr<const manifests::DesiredState> before;
   };
   Swapped SwapDesired(std::shared_ptr<const manifests::DesiredState> desired);
   void PlanSwapped(Swapped swapped);
